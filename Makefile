@@ -1,0 +1,29 @@
+# Two commands, set-up included: `make test` and `make bench`.
+# On CPU-only machines torch is pinned to the 2.13.0 CPU build (a plain `torch` would pull
+# several GB of CUDA packages); override with `make TORCH_SPEC=torch test` on a GPU machine.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test bench compile-check clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q --durations=15
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+compile-check: $(STAMP)
+	env -u TRITON_INTERPRET $(BIN)/python -m kernels.compile_check
+
+clean:
+	rm -rf $(VENV) .pytest_cache
