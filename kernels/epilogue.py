@@ -1,0 +1,80 @@
+"""The one fused epilogue every forward kernel ends with.
+
+A forward kernel computes a [BLOCK_M, BLOCK_N] tile of accumulators whose rows are output
+pixels (n, p, q) and whose columns are output channels k. ``store_conv_tile`` applies, in
+fp32 and in this order: bias, per-channel scale/shift (folded BatchNorm), residual add
+(read in the residual's own strides), activation, cast to the output dtype, and the store
+in the output's strides (so NCHW, channels_last or any layout costs the same code).
+"""
+import triton
+import triton.language as tl
+
+# Activation codes (tl.constexpr ints) shared with the Python side.
+ACTIVATIONS = {
+    None: 0,
+    "relu": 1,
+    "relu6": 2,
+    "silu": 3,
+    "hardswish": 4,
+    "hardsigmoid": 5,
+    "sigmoid": 6,
+}
+
+
+def activation_code(activation) -> int:
+    try:
+        return ACTIVATIONS[activation]
+    except KeyError:
+        raise ValueError(
+            f"activation={activation!r} is not supported; expected one of {list(ACTIVATIONS)}"
+        ) from None
+
+
+@triton.jit
+def apply_activation(v, ACTIVATION: tl.constexpr):
+    """Elementwise activation on an fp32 tile; ACTIVATION is a code from ``ACTIVATIONS``."""
+    if ACTIVATION == 1:
+        v = tl.maximum(v, 0.0)
+    elif ACTIVATION == 2:
+        v = tl.minimum(tl.maximum(v, 0.0), 6.0)
+    elif ACTIVATION == 3:
+        v = v / (1.0 + tl.exp(-v))
+    elif ACTIVATION == 4:
+        v = v * tl.minimum(tl.maximum(v + 3.0, 0.0), 6.0) / 6.0
+    elif ACTIVATION == 5:
+        v = tl.minimum(tl.maximum(v + 3.0, 0.0), 6.0) / 6.0
+    elif ACTIVATION == 6:
+        v = 1.0 / (1.0 + tl.exp(-v))
+    return v
+
+
+@triton.jit
+def store_conv_tile(
+    acc, n, p, q, k, mask_m, mask_n,
+    out_ptr, so_n, so_k, so_p, so_q,
+    bias_ptr, scale_ptr, shift_ptr,
+    res_ptr, sr_n, sr_k, sr_p, sr_q,
+    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+):
+    """Finish and store one output tile.
+
+    acc: [BM, BN] accumulators; n, p, q: [BM] output pixel coordinates (int64 where the
+    caller needs 64-bit offsets); k: [BN] absolute output channels; mask_m / mask_n: valid
+    rows / columns. out = act((acc + bias) * scale + shift + residual).
+    """
+    mask = mask_m[:, None] & mask_n[None, :]
+    v = acc.to(tl.float32) if acc.dtype != tl.float64 else acc
+    if HAS_BIAS:
+        v += tl.load(bias_ptr + k, mask=mask_n, other=0.0).to(v.dtype)[None, :]
+    if HAS_SCALE:
+        scale = tl.load(scale_ptr + k, mask=mask_n, other=0.0).to(v.dtype)
+        shift = tl.load(shift_ptr + k, mask=mask_n, other=0.0).to(v.dtype)
+        v = v * scale[None, :] + shift[None, :]
+    if HAS_RESIDUAL:
+        res_rows = n * sr_n + p * sr_p + q * sr_q
+        res = tl.load(res_ptr + res_rows[:, None] + k[None, :] * sr_k, mask=mask, other=0.0)
+        v += res.to(v.dtype)
+    v = apply_activation(v, ACTIVATION)
+    out_rows = n * so_n + p * so_p + q * so_q
+    tl.store(out_ptr + out_rows[:, None] + k[None, :] * so_k, v.to(out_ptr.dtype.element_ty), mask=mask)

@@ -1,0 +1,65 @@
+"""Small launch-side helpers shared by every algorithm family."""
+from __future__ import annotations
+
+import torch
+import triton.language as tl
+
+from ..params import ConvParams
+from ..tuning import config
+
+# Tests set this to True so every buffer a kernel is meant to fill starts as NaN:
+# an element the kernel forgets to write then fails the comparison instead of reading 0.
+POISON_OUTPUTS = False
+
+_INT32_LIMIT = 2**31 - 1
+
+
+def acc_dtype(dtype: torch.dtype):
+    """fp32 accumulation for fp16/bf16/fp32; fp64 stays fp64 (gradcheck)."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """IEEE fp32 unless the user allowed TF32 for convolutions, as cuDNN does."""
+    if dtype == torch.float32 and torch.backends.cudnn.allow_tf32:
+        return "tf32"
+    return "ieee"
+
+
+def max_offset(t: torch.Tensor) -> int:
+    """Largest element offset a kernel can form from this tensor's base pointer."""
+    if t.numel() == 0:
+        return 0
+    return sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()))
+
+
+def needs_int64(*tensors: torch.Tensor) -> bool:
+    """True when some offset into one of these tensors does not fit in int32."""
+    return any(max_offset(t) > _INT32_LIMIT // 2 for t in tensors if t is not None)
+
+
+def new_buffer(shape, dtype, device, channels_last: bool = False) -> torch.Tensor:
+    fmt = torch.channels_last if channels_last and len(shape) == 4 else torch.contiguous_format
+    out = torch.empty(shape, dtype=dtype, device=device, memory_format=fmt)
+    if POISON_OUTPUTS:
+        out.fill_(float("nan"))
+    return out
+
+
+def new_output(params: ConvParams, device) -> torch.Tensor:
+    """The forward output, (N, K, P, Q) in PyTorch's memory format for this call."""
+    return new_buffer(params.output_shape, params.dtype, device, params.channels_last)
+
+
+# H100 tile configs for the implicit-GEMM kernels. Chosen from the sm_90 compile report:
+# none spills registers with channels_last operands; 128x128 tiles need 8 warps for that.
+GEMM_CONFIGS = [
+    config(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, GROUP_M=8, num_stages=4, num_warps=8),
+    config(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, GROUP_M=8, num_stages=4, num_warps=4),
+    config(BLOCK_M=64, BLOCK_N=128, BLOCK_K=32, GROUP_M=8, num_stages=4, num_warps=8),
+    config(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, GROUP_M=8, num_stages=4, num_warps=4),
+    config(BLOCK_M=128, BLOCK_N=32, BLOCK_K=32, GROUP_M=8, num_stages=4, num_warps=4),
+    config(BLOCK_M=64, BLOCK_N=32, BLOCK_K=32, GROUP_M=8, num_stages=3, num_warps=4),
+]
+# The two pipelined operand tiles, for the shared-memory estimate.
+GEMM_TILES = [("BLOCK_M", "BLOCK_K"), ("BLOCK_K", "BLOCK_N")]

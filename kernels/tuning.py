@@ -1,0 +1,98 @@
+"""How a kernel is launched: H100 autotune configs on a GPU, one fixed config under the interpreter.
+
+Every kernel of the package is wrapped in a ``TunedKernel``. The wrapper
+
+* on a GPU, autotunes over ``configs`` (meant for an H100: power-of-two blocks, every
+  ``tl.dot`` dimension >= 16), pruning configs whose pipelined tiles would not fit in shared
+  memory for the element size at hand;
+* under ``TRITON_INTERPRET=1``, runs ``interpreter_config`` only (timing configs there is
+  meaningless and slow);
+* records itself in ``ALL_KERNELS`` with an example signature, so the sm_90 compile check
+  (``kernels/compile_check.py``) compiles every kernel in every config without a GPU.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import triton
+import triton.language as tl
+
+ALL_KERNELS: List["TunedKernel"] = []
+
+# Hopper: 227 KiB of shared memory per block at most.
+SHARED_MEMORY_BYTES = 227 * 1024
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels on the CPU interpreter (read, never set, by library code)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@triton.jit
+def grouped_tile(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
+    """Map a linear program id to (pid_m, pid_n), GROUP_M row-tiles at a time, for L2 reuse."""
+    num_pid_in_group = GROUP_M * num_pid_n
+    group_id = pid // num_pid_in_group
+    first_pid_m = group_id * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + (pid % num_pid_in_group) % group_size_m
+    pid_n = (pid % num_pid_in_group) // group_size_m
+    return pid_m, pid_n
+
+
+def config(num_warps=4, num_stages=3, **meta) -> triton.Config:
+    return triton.Config(meta, num_warps=num_warps, num_stages=num_stages)
+
+
+@dataclass
+class TunedKernel:
+    """A ``@triton.jit`` kernel, its GPU autotune configs and its interpreter config.
+
+    ``tile_operands``: pairs of meta-parameter names whose product is one pipelined operand
+    tile (e.g. ``("BLOCK_M", "BLOCK_K")``), for the shared-memory estimate.
+    ``example``: ``(pointer dtypes by argument name, constexprs)`` for the compile check;
+    pointers not named there take ``default_pointer_dtype``.
+    """
+
+    fn: Callable
+    configs: Sequence[triton.Config]
+    key: Sequence[str]
+    interpreter_config: triton.Config
+    tile_operands: Sequence[Sequence[str]] = ()
+    examples: Sequence[Dict] = field(default_factory=list)
+    _autotuned: Optional[Callable] = None
+
+    def __post_init__(self):
+        ALL_KERNELS.append(self)
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__ if hasattr(self.fn, "__name__") else self.fn.fn.__name__
+
+    def shared_memory_estimate(self, cfg: triton.Config, element_bytes: int) -> int:
+        tiles = sum(cfg.kwargs[a] * cfg.kwargs[b] for a, b in self.tile_operands)
+        return tiles * element_bytes * max(cfg.num_stages, 1)
+
+    def _prune(self, configs, named_args, **kwargs):
+        element_bytes = max(
+            (arg.element_size() for arg in named_args.values() if hasattr(arg, "element_size")),
+            default=4,
+        )
+        fitting = [c for c in configs if self.shared_memory_estimate(c, element_bytes) <= SHARED_MEMORY_BYTES]
+        return fitting or list(configs)[-1:]
+
+    def __getitem__(self, grid):
+        if interpreting():
+            cfg = self.interpreter_config
+            return lambda *args, **kw: self.fn[grid](
+                *args, **kw, **cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages
+            )
+        if self._autotuned is None:
+            self._autotuned = triton.autotune(
+                configs=list(self.configs),
+                key=list(self.key),
+                prune_configs_by={"early_config_prune": self._prune},
+            )(self.fn)
+        return self._autotuned[grid]
