@@ -1,0 +1,23 @@
+"""Triton convolution kernels for PyTorch.
+
+``kernels.conv2d`` is a drop-in for ``torch.nn.functional.conv2d`` (same numbers, gradients,
+errors and memory formats) running on Triton kernels; ``algorithm=`` picks one of
+``kernels.ALGORITHMS``.
+"""
+from .tuning import interpreting as _interpreting
+
+if _interpreting():
+    from . import interpreter_compat as _interpreter_compat
+
+    _interpreter_compat.apply()
+
+from . import algorithms as _algorithms  # noqa: F401  (registers the algorithms)
+from .autograd import Conv2dFunction
+from .flops import conv2d_flops
+from .functional import conv2d
+from .params import ConvParams
+from .registry import REGISTRY
+
+ALGORITHMS = ("auto",) + tuple(REGISTRY)
+
+__all__ = ["ALGORITHMS", "REGISTRY", "Conv2dFunction", "ConvParams", "conv2d", "conv2d_flops"]
