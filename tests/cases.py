@@ -1,0 +1,28 @@
+"""The convolution problems the equivalence sweeps run (small: they run under the interpreter)."""
+from reference import Case
+
+# Every argument form F.conv2d accepts, on non-square kernels 1..7, strides 1..3 and pairs,
+# dilations, groups, every padding form, bias or not, batch 0 and unbatched input.
+SWEEP = [
+    Case(2, 4, 8, 8, 6, 3, 3, padding=1),
+    Case(2, 3, 9, 7, 5, 1, 1),
+    Case(1, 5, 8, 9, 7, 2, 3, stride=2, padding=(1, 0)),
+    Case(2, 4, 9, 9, 4, 3, 3, stride=2, padding=1, groups=2),
+    Case(1, 6, 10, 8, 6, 3, 3, dilation=2, padding=2, groups=3, bias=False),
+    Case(1, 3, 11, 11, 4, 5, 5, stride=3, padding=2),
+    Case(1, 2, 12, 12, 3, 7, 7, stride=2, padding=3),
+    Case(1, 4, 7, 9, 5, 1, 4, stride=(1, 2), padding=(0, 1), dilation=(1, 2)),
+    Case(2, 4, 6, 7, 4, 4, 2, padding="same"),
+    Case(1, 3, 8, 8, 4, 3, 3, padding="same", dilation=(2, 1)),
+    Case(1, 4, 7, 7, 6, 3, 3, padding="valid", stride=(3, 1)),
+    Case(1, 8, 6, 6, 8, 3, 3, padding=1, groups=8),  # depthwise-shaped
+    Case(1, 20, 5, 6, 18, 1, 1, stride=2),  # channel blocks > 1 and a strided 1x1
+    Case(1, 3, 6, 5, 4, 3, 3, padding=1, unbatched=True),
+    Case(0, 4, 6, 6, 5, 3, 3, padding=1),
+]
+
+# A smaller set for the slow parts of the cross product (dtypes x layouts x backward).
+CORE = [SWEEP[0], SWEEP[3], SWEEP[8], SWEEP[12]]
+
+DTYPES = ["float32", "float16", "bfloat16", "float64"]
+LAYOUTS = ["nchw", "channels_last", "strided"]

@@ -1,0 +1,36 @@
+"""Test set-up: run the kernels on CUDA when a GPU is present, else under Triton's interpreter.
+
+TRITON_INTERPRET must be set before triton is imported (importing torch does not import it).
+"""
+import os
+import zlib
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+
+import pytest  # noqa: E402
+
+import kernels  # noqa: E402,F401
+from kernels.ops import common  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _seed_poison_and_precision(request):
+    """Per-test seed (from the test id), NaN-poisoned output buffers, IEEE fp32 by default."""
+    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
+    common.POISON_OUTPUTS = True
+    allow_tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    common.POISON_OUTPUTS = False
+
+
+@pytest.fixture
+def device():
+    return DEVICE

@@ -1,0 +1,84 @@
+"""Backward equivalence: gradients of every algorithm against F.conv2d's in float64, and gradcheck."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kernels
+from cases import CORE, DTYPES, LAYOUTS, SWEEP
+from reference import Case, as_reference, assert_close, random_inputs
+
+ALGORITHMS = list(kernels.REGISTRY)
+
+
+def _eligible(algorithm, case):
+    params = kernels.ConvParams.from_shapes(case.input_shape, case.weight_shape, **case.conv_args())
+    return kernels.REGISTRY[algorithm].eligible(params)
+
+
+def _check_backward(algorithm, case, dtype, layout, device):
+    if not _eligible(algorithm, case):
+        pytest.skip(f"{algorithm} does not apply to {case}")
+    x, w, b = random_inputs(case, dtype, device, layout, requires_grad=True)
+    y = kernels.conv2d(x, w, b, **case.conv_args(), algorithm=algorithm)
+    grad = torch.randn_like(y)
+    y.backward(grad)
+
+    rx, rw, rb = as_reference(x), as_reference(w), as_reference(b)
+    ref = F.conv2d(rx, rw, rb, **case.conv_args())
+    ref.backward(as_reference(grad))
+
+    stride = case.stride if isinstance(case.stride, int) else max(case.stride)
+    dgrad_reduction = max(1, case.k // case.groups * case.r * case.s // stride**2)
+    wgrad_reduction = max(1, ref.numel() // max(1, case.k))
+    assert_close(x.grad, rx.grad, dtype, dgrad_reduction, "grad_input")
+    assert_close(w.grad, rw.grad, dtype, wgrad_reduction, "grad_weight")
+    if b is not None:
+        assert_close(b.grad, rb.grad, dtype, wgrad_reduction, "grad_bias")
+    # Gradients come back in their parameter's memory format, as with PyTorch.
+    for t in (x, w):
+        if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+            assert t.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("case", SWEEP, ids=str)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_backward_shapes(algorithm, case, device):
+    _check_backward(algorithm, case, torch.float32, "nchw", device)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CORE[:2], ids=str)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_backward_dtypes_layouts(algorithm, case, dtype, layout, device):
+    _check_backward(algorithm, case, getattr(torch, dtype), layout, device)
+
+
+GRADCHECK_CASES = [
+    Case(1, 4, 6, 6, 4, 3, 3, stride=2, padding=(1, 2), dilation=(1, 2), groups=2),
+    Case(2, 3, 5, 6, 2, 2, 3, padding="same"),
+]
+
+
+@pytest.mark.parametrize("case", GRADCHECK_CASES, ids=str)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_gradcheck(algorithm, case, device):
+    if not _eligible(algorithm, case):
+        pytest.skip(f"{algorithm} does not apply to {case}")
+    x, w, b = random_inputs(case, torch.float64, device, requires_grad=True)
+
+    def f(x, w, b):
+        return kernels.conv2d(x, w, b, **case.conv_args(), algorithm=algorithm)
+
+    assert torch.autograd.gradcheck(f, (x, w, b), fast_mode=True)
+
+
+def test_only_weight_requires_grad(device):
+    case = CORE[0]
+    x, w, b = random_inputs(case, torch.float32, device)
+    w.requires_grad_(True)
+    kernels.conv2d(x, w, b, **case.conv_args()).sum().backward()
+    rx, rw, rb = as_reference(x), as_reference(w), as_reference(b)
+    F.conv2d(rx, rw, rb, **case.conv_args()).sum().backward()
+    assert x.grad is None
+    assert_close(w.grad, rw.grad, torch.float32, 2 * 8 * 8, "grad_weight")
