@@ -1,0 +1,1 @@
+"""Benchmarks: our algorithms against cuDNN on the conv layers of real networks (`python -m benchmarks`)."""
