@@ -15,6 +15,7 @@ from ..epilogue import store_conv_tile
 from ..params import ConvParams
 from ..tuning import TunedKernel, config, grouped_tile
 from ..prepack import channels_last_weight
+from ..registry import Algorithm, direct_macs, register
 from .common import GEMM_CONFIGS, GEMM_TILES, acc_dtype, dot_precision, needs_int64, new_output
 
 
@@ -142,3 +143,12 @@ def im2col_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, re
         USE_INT64=needs_int64(x, w, out, res),
     )
     return out
+
+
+register(Algorithm(
+    name="im2col",
+    unsupported=lambda params: None,  # implicit GEMM serves every shape F.conv2d accepts
+    forward=im2col_forward,
+    count=direct_macs,
+    description="implicit GEMM: N*P*Q x K/groups x (R*S*C/groups), no column buffer",
+))
