@@ -16,8 +16,8 @@ from .autograd import Conv2dFunction
 from .flops import conv2d_flops
 from .functional import conv2d
 from .params import ConvParams
-from .registry import REGISTRY
+from .registry import ALIASES, REGISTRY
 
-ALGORITHMS = ("auto",) + tuple(REGISTRY)
+ALGORITHMS = ("auto",) + tuple(REGISTRY) + tuple(ALIASES)
 
 __all__ = ["ALGORITHMS", "REGISTRY", "Conv2dFunction", "ConvParams", "conv2d", "conv2d_flops"]

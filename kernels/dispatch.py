@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .params import ConvParams
-from .registry import REGISTRY, Algorithm
+from .registry import ALIASES, REGISTRY, Algorithm
 
 
 def choose_auto(params: ConvParams) -> str:
@@ -16,11 +16,16 @@ def choose_auto(params: ConvParams) -> str:
 def resolve(algorithm: str, params: ConvParams) -> Algorithm:
     if not isinstance(algorithm, str):
         raise TypeError(f"conv2d: algorithm must be a str, got {type(algorithm).__name__}")
-    name = choose_auto(params) if algorithm == "auto" else algorithm
+    if algorithm == "auto":
+        name = choose_auto(params)
+    elif algorithm in ALIASES:
+        name = ALIASES[algorithm](params)
+    else:
+        name = algorithm
     entry = REGISTRY.get(name)
     if entry is None:
         raise ValueError(
-            f"conv2d: unknown algorithm={algorithm!r}; expected one of {['auto', *REGISTRY]}"
+            f"conv2d: unknown algorithm={algorithm!r}; expected one of {['auto', *REGISTRY, *ALIASES]}"
         )
     reason = entry.unsupported(params)
     if reason is not None:
