@@ -11,6 +11,9 @@ from ..tuning import config
 # an element the kernel forgets to write then fails the comparison instead of reading 0.
 POISON_OUTPUTS = False
 
+# Tests set this to True to run the 64-bit offset path on small tensors.
+FORCE_INT64 = False
+
 _INT32_LIMIT = 2**31 - 1
 
 
@@ -35,6 +38,8 @@ def max_offset(t: torch.Tensor) -> int:
 
 def needs_int64(*tensors: torch.Tensor) -> bool:
     """True when some offset into one of these tensors does not fit in int32."""
+    if FORCE_INT64:
+        return True
     return any(max_offset(t) > _INT32_LIMIT // 2 for t in tensors if t is not None)
 
 
