@@ -82,3 +82,12 @@ def test_only_weight_requires_grad(device):
     F.conv2d(rx, rw, rb, **case.conv_args()).sum().backward()
     assert x.grad is None
     assert_close(w.grad, rw.grad, torch.float32, 2 * 8 * 8, "grad_weight")
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_backward_int64_offsets(algorithm, device, monkeypatch):
+    """The 64-bit offset path of the backward kernels computes the same gradients."""
+    from kernels.ops import common
+
+    monkeypatch.setattr(common, "FORCE_INT64", True)
+    _check_backward(algorithm, CORE[1], torch.float32, "channels_last", device)
