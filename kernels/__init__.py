@@ -15,9 +15,10 @@ from . import algorithms as _algorithms  # noqa: F401  (registers the algorithms
 from .autograd import Conv2dFunction
 from .flops import conv2d_flops
 from .functional import conv2d
+from .fused import conv2d_bn, fold_bn
 from .params import ConvParams
 from .registry import ALIASES, REGISTRY
 
 ALGORITHMS = ("auto",) + tuple(REGISTRY) + tuple(ALIASES)
 
-__all__ = ["ALGORITHMS", "REGISTRY", "Conv2dFunction", "ConvParams", "conv2d", "conv2d_flops"]
+__all__ = ["ALGORITHMS", "REGISTRY", "Conv2dFunction", "ConvParams", "conv2d", "conv2d_bn", "conv2d_flops", "fold_bn"]

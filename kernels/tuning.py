@@ -13,6 +13,7 @@ Every kernel of the package is wrapped in a ``TunedKernel``. The wrapper
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -20,6 +21,10 @@ import triton
 import triton.language as tl
 
 ALL_KERNELS: List["TunedKernel"] = []
+
+# Kernel launches so far, by kernel name (every launch goes through ``TunedKernel.__getitem__``);
+# tests read it to count launches per forward.
+LAUNCHES: Counter = Counter()
 
 # Hopper: 227 KiB of shared memory per block at most.
 SHARED_MEMORY_BYTES = 227 * 1024
@@ -84,6 +89,7 @@ class TunedKernel:
         return fitting or list(configs)[-1:]
 
     def __getitem__(self, grid):
+        LAUNCHES[self.name] += 1
         if interpreting():
             cfg = self.interpreter_config
             return lambda *args, **kw: self.fn[grid](
