@@ -3,3 +3,4 @@
 The import order is the order tests and reports list the algorithms.
 """
 from .ops import im2col  # noqa: F401
+from .ops import winograd  # noqa: F401

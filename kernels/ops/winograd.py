@@ -1,0 +1,255 @@
+"""Winograd F(2x2,3x3) and F(4x4,3x3) forward convolution, fused in one kernel.
+
+Each program takes BLOCK_T output tiles (m x m pixels each) x BLOCK_N output channels and
+runs the three Winograd stages without writing intermediates to global memory:
+
+1. input transform V = B^T d B of each (m+2) x (m+2) input tile, in fp32, as one matrix
+   product with kron(B^T, B^T) over the flattened tile;
+2. the elementwise stage as a batched GEMM over the (m+2)^2 tile positions on tensor cores
+   (``tl.dot`` on [positions, tiles, channels] x [positions, channels, out-channels]),
+   reducing over input channels, with the transformed filter U = G g G^T (cached, see
+   ``winograd_transforms.py``);
+3. output transform Y = A^T M A (kron(A^T, A^T) again), then the shared epilogue.
+
+Scope: 3x3 kernels, stride 1, dilation 1, groups 1, any padding. Gradients use the generic
+backward kernels. F(4x4,3x3) multiplies 4x fewer times than the definition but its
+transforms amplify rounding error (measured in README's Winograd table).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Dict, Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ..epilogue import store_conv_tile
+from ..params import ConvParams
+from ..registry import Algorithm, register, register_alias
+from ..tuning import TunedKernel, config, grouped_tile
+from .common import acc_dtype, dot_precision, needs_int64, new_output
+from .winograd_transforms import F2, F4, FILTER_CACHE, TILES, WinogradTile, kernel_matrices, nonzeros
+
+
+@triton.jit
+def _winograd_forward_kernel(
+    x_ptr, u_ptr, bt_ptr, at_ptr, out_ptr, bias_ptr, scale_ptr, shift_ptr, res_ptr,
+    N, H, W, P, Q, C, K, TILES_H, TILES_W,
+    sx_n, sx_c, sx_h, sx_w,
+    su_pos, su_c,
+    so_n, so_k, so_p, so_q,
+    sr_n, sr_k, sr_p, sr_q,
+    pad_h, pad_w,
+    M_OUT: tl.constexpr, POSITIONS_PAD: tl.constexpr, OUTPUTS_PAD: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+    ACTIVATION: tl.constexpr, ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    USE_INT64: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    """Each program computes BLOCK_T output tiles (M_OUT x M_OUT pixels) x BLOCK_N channels.
+
+    Grid: (tiles of the N*TILES_H*TILES_W x K problem,). Tile position (a, b) of the
+    (M_OUT+2)^2 input tile is flattened to a*(M_OUT+2)+b; positions past (M_OUT+2)^2 up to
+    POSITIONS_PAD are padding (masked loads, zero transform rows). The loop over channel
+    blocks transforms the input block and accumulates one GEMM per position.
+    """
+    ALPHA: tl.constexpr = M_OUT + 2
+    pid = tl.program_id(0)
+    num_tiles = N * TILES_H * TILES_W
+    pid_t, pid_n = grouped_tile(pid, tl.cdiv(num_tiles, BLOCK_T), tl.cdiv(K, BLOCK_N), GROUP_M)
+
+    offs_t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_t = offs_t < num_tiles
+    mask_n = offs_n < K
+    if USE_INT64:
+        offs_t = offs_t.to(tl.int64)
+    n = offs_t // (TILES_H * TILES_W)
+    th = (offs_t // TILES_W) % TILES_H
+    tw = offs_t % TILES_W
+    k = offs_n
+    if USE_INT64:
+        k = k.to(tl.int64)
+
+    # Input pixel of every (position, tile): [POSITIONS_PAD, BLOCK_T].
+    pos = tl.arange(0, POSITIONS_PAD)
+    pos_ok = pos < ALPHA * ALPHA
+    h = th[None, :] * M_OUT - pad_h + (pos // ALPHA)[:, None]
+    w = tw[None, :] * M_OUT - pad_w + (pos % ALPHA)[:, None]
+    in_ok = pos_ok[:, None] & mask_t[None, :] & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+    x_rows = n[None, :] * sx_n + h * sx_h + w * sx_w
+    input_transform = tl.load(bt_ptr + pos[:, None] * POSITIONS_PAD + pos[None, :])
+    u_pos = pos.to(k.dtype) * su_pos
+    offs_c = tl.arange(0, BLOCK_C)
+
+    acc = tl.zeros((POSITIONS_PAD, BLOCK_T, BLOCK_N), dtype=ACC_DTYPE)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + offs_c
+        c_ok = c < C
+        d = tl.load(x_ptr + x_rows[:, :, None] + c[None, None, :] * sx_c,
+                    mask=in_ok[:, :, None] & c_ok[None, None, :], other=0.0)
+        # B^T d B for every (tile, channel) at once, accumulated in fp32: the transform's
+        # small integer coefficients are exact in fp16/bf16, so this is the fp32 transform.
+        v = tl.dot(input_transform, tl.reshape(d, (POSITIONS_PAD, BLOCK_T * BLOCK_C)),
+                   input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+        v = tl.reshape(v, (POSITIONS_PAD, BLOCK_T, BLOCK_C)).to(x_ptr.dtype.element_ty)
+        u = tl.load(u_ptr + u_pos[:, None, None] + c[None, :, None] * su_c + k[None, None, :],
+                    mask=pos_ok[:, None, None] & c_ok[None, :, None] & mask_n[None, None, :], other=0.0)
+        acc = tl.dot(v, u, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+
+    # A^T M A: rows of the result are (output pixel o within the tile, tile).
+    outs = tl.arange(0, OUTPUTS_PAD)
+    output_transform = tl.load(at_ptr + outs[:, None] * POSITIONS_PAD + pos[None, :]).to(ACC_DTYPE)
+    y = tl.dot(output_transform, tl.reshape(acc, (POSITIONS_PAD, BLOCK_T * BLOCK_N)),
+               input_precision="ieee", out_dtype=ACC_DTYPE)
+    y = tl.reshape(y, (OUTPUTS_PAD * BLOCK_T, BLOCK_N))
+    p = th[None, :] * M_OUT + (outs // M_OUT)[:, None]
+    q = tw[None, :] * M_OUT + (outs % M_OUT)[:, None]
+    out_ok = (outs < M_OUT * M_OUT)[:, None] & mask_t[None, :] & (p < P) & (q < Q)
+    rows_n = tl.reshape(n[None, :] + 0 * p, (OUTPUTS_PAD * BLOCK_T,))
+    store_conv_tile(
+        y, rows_n, tl.reshape(p, (OUTPUTS_PAD * BLOCK_T,)), tl.reshape(q, (OUTPUTS_PAD * BLOCK_T,)), k,
+        tl.reshape(out_ok, (OUTPUTS_PAD * BLOCK_T,)), mask_n,
+        out_ptr, so_n, so_k, so_p, so_q,
+        bias_ptr, scale_ptr, shift_ptr,
+        res_ptr, sr_n, sr_k, sr_p, sr_q,
+        HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION,
+    )
+
+
+_KEY = ["N", "H", "W", "C", "K", "ACC_DTYPE", "DOT_PRECISION", "USE_INT64"]
+
+
+def _examples(m_out: int, tile: WinogradTile):
+    sizes = dict(M_OUT=m_out, POSITIONS_PAD=tile.padded_positions, OUTPUTS_PAD=tile.padded_outputs)
+    plain = dict(HAS_BIAS=True, HAS_SCALE=False, HAS_RESIDUAL=False, ACTIVATION=0, USE_INT64=False)
+    return [
+        # channels_last activations: c (and the transformed filter's k) contiguous.
+        dict(constexprs=dict(sizes, **plain, ACC_DTYPE=tl.float32, DOT_PRECISION="ieee"),
+             dtype="fp16",
+             ones=("sx_c", "so_k"), aligned=True),
+        dict(constexprs=dict(sizes, HAS_BIAS=True, HAS_SCALE=True, HAS_RESIDUAL=True, ACTIVATION=1, USE_INT64=True,
+                             ACC_DTYPE=tl.float32, DOT_PRECISION="ieee"),
+             dtype="bf16"),
+        dict(constexprs=dict(sizes, **plain, ACC_DTYPE=tl.float32, DOT_PRECISION="ieee"),
+             dtype="fp32"),
+    ]
+
+
+# H100 configs, from the sm_90 compile report: none spills in the fp16 channels_last variant.
+# Every position holds its own [BLOCK_T, BLOCK_C] and [BLOCK_C, BLOCK_N] operand tiles and
+# [BLOCK_T, BLOCK_N] accumulator, so the tiles are small: F(2x2) (16 positions) with 16x16x16
+# tiles already carries the operands of a 128x128x32 GEMM tile. F(4x4) pads its 36 positions
+# to 64 and fits only the minimum tile (every tl.dot dimension >= 16), at 255 registers.
+WINOGRAD_F2_FORWARD = TunedKernel(
+    _winograd_forward_kernel,
+    configs=[
+        config(BLOCK_T=16, BLOCK_N=32, BLOCK_C=16, GROUP_M=8, num_stages=2, num_warps=8),
+        config(BLOCK_T=32, BLOCK_N=16, BLOCK_C=16, GROUP_M=8, num_stages=2, num_warps=8),
+        config(BLOCK_T=16, BLOCK_N=16, BLOCK_C=32, GROUP_M=8, num_stages=3, num_warps=8),
+        config(BLOCK_T=16, BLOCK_N=16, BLOCK_C=16, GROUP_M=8, num_stages=2, num_warps=4),
+    ],
+    key=_KEY,
+    interpreter_config=config(BLOCK_T=16, BLOCK_N=16, BLOCK_C=16, GROUP_M=2, num_stages=1),
+    tile_operands=[("BLOCK_T", "BLOCK_C"), ("BLOCK_C", "BLOCK_N")],
+    examples=_examples(2, F2),
+)
+WINOGRAD_F4_FORWARD = TunedKernel(
+    _winograd_forward_kernel,
+    configs=[
+        config(BLOCK_T=16, BLOCK_N=16, BLOCK_C=16, GROUP_M=8, num_stages=2, num_warps=8),
+    ],
+    key=_KEY,
+    interpreter_config=config(BLOCK_T=16, BLOCK_N=16, BLOCK_C=16, GROUP_M=2, num_stages=1),
+    tile_operands=[("BLOCK_T", "BLOCK_C"), ("BLOCK_C", "BLOCK_N")],
+    examples=_examples(4, F4),
+)
+_KERNELS = {F2.name: WINOGRAD_F2_FORWARD, F4.name: WINOGRAD_F4_FORWARD}
+
+
+def unsupported(params: ConvParams) -> Optional[str]:
+    """None when Winograd F(m x m, 3x3) applies, else the failed condition."""
+    if (params.r, params.s) != (3, 3):
+        return f"winograd needs a 3x3 kernel, got {params.r}x{params.s}"
+    if params.stride != (1, 1):
+        return f"winograd needs stride 1, got stride={list(params.stride)}"
+    if params.dilation != (1, 1):
+        return f"winograd needs dilation 1, got dilation={list(params.dilation)}"
+    if params.groups != 1:
+        return f"winograd needs groups=1, got groups={params.groups}"
+    return None
+
+
+def winograd_forward(tile: WinogradTile, x, w, bias, params: ConvParams, *,
+                     scale=None, shift=None, residual=None, activation=0):
+    """Launch the fused Winograd forward; returns a new output in PyTorch's memory format."""
+    out = new_output(params, x.device)
+    if out.numel() == 0:
+        return out
+    u = FILTER_CACHE.get(w, tile)
+    input_t, output_t = kernel_matrices(tile, params.dtype, x.device)
+    res = residual if residual is not None else out
+    dummy = out  # never read: the matching HAS_* flag is off
+    tiles_h, tiles_w = triton.cdiv(params.p, tile.m), triton.cdiv(params.q, tile.m)
+    num_tiles = params.n * tiles_h * tiles_w
+    grid = lambda meta: (triton.cdiv(num_tiles, meta["BLOCK_T"]) * triton.cdiv(params.k, meta["BLOCK_N"]),)
+    _KERNELS[tile.name][grid](
+        x, u, input_t, output_t, out,
+        bias if bias is not None else dummy,
+        scale if scale is not None else dummy,
+        shift if shift is not None else dummy,
+        res,
+        params.n, params.h, params.w, params.p, params.q, params.c, params.k, tiles_h, tiles_w,
+        *x.stride(), u.stride(0), u.stride(1), *out.stride(), *res.stride(),
+        params.pad_top, params.pad_left,
+        M_OUT=tile.m, POSITIONS_PAD=tile.padded_positions, OUTPUTS_PAD=tile.padded_outputs,
+        HAS_BIAS=bias is not None, HAS_SCALE=scale is not None, HAS_RESIDUAL=residual is not None,
+        ACTIVATION=activation, ACC_DTYPE=acc_dtype(params.dtype), DOT_PRECISION=dot_precision(params.dtype),
+        USE_INT64=needs_int64(x, u, out, res),
+    )
+    return out
+
+
+def winograd_counts(tile: WinogradTile, params: ConvParams) -> Dict[str, int]:
+    """Direct MACs, the elementwise stage's true multiplies, and the transforms separately.
+
+    ``multiplies``: (m+2)^2 per m x m output tile per (c, k), tiles covering P x Q (edge
+    tiles count whole). ``*_transform_flops``: adds and multiplies of the separable
+    transforms (one per nonzero matrix entry, applied to rows then columns).
+    ``kernel_multiplies``: what this kernel issues for the elementwise stage, with the
+    position axis padded to a power of two (F(4x4): 64 slots for 36 positions).
+    """
+    tiles = params.n * triton.cdiv(params.p, tile.m) * triton.cdiv(params.q, tile.m)
+    a, m = tile.alpha, tile.m
+    return {
+        "macs": params.macs,
+        "multiplies": tiles * tile.positions * params.c * params.k,
+        "input_transform_flops": tiles * params.c * 2 * a * nonzeros(tile.BT),
+        "filter_transform_flops": params.c * params.k * (3 + a) * nonzeros(tile.G),
+        "output_transform_flops": tiles * params.k * (a + m) * nonzeros(tile.AT),
+        "kernel_multiplies": tiles * tile.padded_positions * params.c * params.k,
+    }
+
+
+def _register(tile: WinogradTile):
+    register(Algorithm(
+        name=tile.name,
+        unsupported=unsupported,
+        forward=functools.partial(winograd_forward, tile),
+        count=functools.partial(winograd_counts, tile),
+        description=f"fused Winograd F({tile.m}x{tile.m},3x3): transform, batched GEMM over "
+                    f"{tile.positions} tile positions, inverse transform",
+    ))
+
+
+for _tile in TILES.values():
+    _register(_tile)
+
+
+def choose_tile(params: ConvParams) -> str:
+    """F(2x2) or F(4x4) for ``algorithm="winograd"`` (placeholder until the error study)."""
+    return F2.name
+
+
+register_alias("winograd", choose_tile)

@@ -1,0 +1,209 @@
+"""Winograd F(m x m, 3 x 3) transform matrices and the cached filter transform.
+
+For an (m+2) x (m+2) input tile d and a 3 x 3 filter g (Lavin & Gray, 2015):
+
+    Y = A^T [ (G g G^T) (*) (B^T d B) ] A        (*) = elementwise product
+
+The kernel works on flattened tiles, so each two-sided transform X^T z X becomes one matrix
+product with kron(X^T, X^T). Tile positions are padded to a power of two (Triton's block
+shapes must be), with zero rows / columns, so padded positions contribute nothing.
+"""
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from fractions import Fraction as Fr
+from typing import Dict, Tuple
+
+import torch
+
+
+def _next_pow2(v: int) -> int:
+    return 1 << (v - 1).bit_length()
+
+
+@dataclass(frozen=True)
+class WinogradTile:
+    """One F(m x m, 3 x 3) variant: exact rational matrices and the padded kernel sizes."""
+
+    name: str
+    m: int  # output tile side
+    BT: Tuple[Tuple[Fr, ...], ...]  # (m+2) x (m+2), input transform B^T
+    G: Tuple[Tuple[Fr, ...], ...]  # (m+2) x 3, filter transform
+    AT: Tuple[Tuple[Fr, ...], ...]  # m x (m+2), output transform A^T
+
+    @property
+    def alpha(self) -> int:
+        """Input tile side m + 2 (the elementwise stage has alpha^2 positions)."""
+        return self.m + 2
+
+    @property
+    def positions(self) -> int:
+        return self.alpha * self.alpha
+
+    @property
+    def padded_positions(self) -> int:
+        """alpha^2 rounded up to a power of two: the kernel's position axis."""
+        return _next_pow2(self.positions)
+
+    @property
+    def padded_outputs(self) -> int:
+        """m^2 rounded up to a power of two and to 16 (a tl.dot dimension on the GPU)."""
+        return max(16, _next_pow2(self.m * self.m))
+
+
+def _fr(rows):
+    return tuple(tuple(Fr(v) for v in row) for row in rows)
+
+
+F2 = WinogradTile(
+    "winograd_f2", 2,
+    BT=_fr([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]),
+    G=_fr([[1, 0, 0], [Fr(1, 2), Fr(1, 2), Fr(1, 2)], [Fr(1, 2), Fr(-1, 2), Fr(1, 2)], [0, 0, 1]]),
+    AT=_fr([[1, 1, 1, 0], [0, 1, -1, -1]]),
+)
+
+F4 = WinogradTile(
+    "winograd_f4", 4,
+    BT=_fr([[4, 0, -5, 0, 1, 0],
+            [0, -4, -4, 1, 1, 0],
+            [0, 4, -4, -1, 1, 0],
+            [0, -2, -1, 2, 1, 0],
+            [0, 2, -1, -2, 1, 0],
+            [0, 4, 0, -5, 0, 1]]),
+    G=_fr([[Fr(1, 4), 0, 0],
+           [Fr(-1, 6), Fr(-1, 6), Fr(-1, 6)],
+           [Fr(-1, 6), Fr(1, 6), Fr(-1, 6)],
+           [Fr(1, 24), Fr(1, 12), Fr(1, 6)],
+           [Fr(1, 24), Fr(-1, 12), Fr(1, 6)],
+           [0, 0, 1]]),
+    AT=_fr([[1, 1, 1, 1, 1, 0],
+            [0, 1, -1, 2, -2, 0],
+            [0, 1, 1, 4, 4, 0],
+            [0, 1, -1, 8, -8, 1]]),
+)
+
+TILES: Dict[str, WinogradTile] = {F2.name: F2, F4.name: F4}
+
+
+def _matrix(rows, dtype=torch.float64) -> torch.Tensor:
+    return torch.tensor([[float(v) for v in row] for row in rows], dtype=dtype)
+
+
+def nonzeros(rows) -> int:
+    return sum(1 for row in rows for v in row if v != 0)
+
+
+_MATRIX_CACHE: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def kernel_matrices(tile: WinogradTile, dtype: torch.dtype, device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(input transform [PP, PP], output transform [MP, PP]) for the kernel, zero-padded.
+
+    Row-major flattening: position (a, b) of a tile is a * alpha + b. Entries are small
+    integers (products of 1, 2, 4, 5, 8), exact in fp16 and bf16. These are constants
+    (the same for every weight), so caching them per device and dtype is always safe.
+    """
+    key = (tile.name, dtype, str(device))
+    if key not in _MATRIX_CACHE:
+        bt, at = _matrix(tile.BT), _matrix(tile.AT)
+        pp, mp = tile.padded_positions, tile.padded_outputs
+        input_t = torch.zeros(pp, pp, dtype=torch.float64)
+        input_t[: tile.positions, : tile.positions] = torch.kron(bt, bt)
+        output_t = torch.zeros(mp, pp, dtype=torch.float64)
+        output_t[: tile.m * tile.m, : tile.positions] = torch.kron(at, at)
+        _MATRIX_CACHE[key] = (input_t.to(device, dtype).contiguous(), output_t.to(device, dtype).contiguous())
+    return _MATRIX_CACHE[key]
+
+
+def filter_transform(weight: torch.Tensor, tile: WinogradTile) -> torch.Tensor:
+    """U = G g G^T for every (k, c), as a [alpha^2, C, K] tensor in ``weight``'s dtype.
+
+    Computed in fp32 (fp64 for fp64 weights) and rounded to the weight's dtype once: the
+    elementwise stage then multiplies U and the transformed input on tensor cores. K is
+    contiguous so a kernel's [BLOCK_C, BLOCK_N] tile of one position loads as vectors.
+    """
+    work = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    g = _matrix(tile.G, work).to(weight.device)
+    w = weight.detach().to(work)
+    u = torch.einsum("ar,kcrs,bs->abck", g, w, g)  # [alpha, alpha, C, K]
+    return u.reshape(tile.positions, w.shape[1], w.shape[0]).to(weight.dtype).contiguous()
+
+
+class FilterTransformCache:
+    """Transformed filters, reused while the weight provably has not changed.
+
+    Key: the weight's identity (a weakref, so a freed tensor whose memory is reused cannot
+    match), storage pointer, shape, strides, dtype, device and version counter, plus the tile.
+    An in-place update through the tensor itself (``weight.add_``, ``weight.copy_``, an
+    optimizer step) bumps the version counter and invalidates the entry.
+
+    Limitation, and why the cache is bypassed for weights that require grad: an update made
+    through ``weight.data`` (``torch.autograd.gradcheck``'s perturbations, older training
+    code) bumps the version counter of a *different* tensor object and cannot be seen from
+    here. Weights that require grad (every trainable parameter) therefore always get a fresh
+    transform, which costs one read of the weight; the cache serves frozen weights
+    (``requires_grad=False``, e.g. after ``model.requires_grad_(False)`` for inference).
+    Writing a frozen weight through ``.data`` is not detected either: call ``clear()`` after
+    doing that. Inference-mode tensors have no version counter and are never cached.
+    """
+
+    def __init__(self, capacity: int = 256):
+        self.capacity = capacity
+        self._entries: "OrderedDict[tuple, Tuple[weakref.ref, torch.Tensor]]" = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def cacheable(weight: torch.Tensor) -> bool:
+        return not weight.requires_grad and not weight.is_inference()
+
+    @staticmethod
+    def _key(weight: torch.Tensor, tile: WinogradTile) -> tuple:
+        return (id(weight), weight.untyped_storage().data_ptr(), weight.storage_offset(), tuple(weight.shape),
+                weight.stride(), weight.dtype, str(weight.device), weight._version, tile.name)
+
+    def get(self, weight: torch.Tensor, tile: WinogradTile) -> torch.Tensor:
+        if not self.cacheable(weight):
+            return filter_transform(weight, tile)
+        key = self._key(weight, tile)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0]() is weight:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry[1]
+        u = filter_transform(weight, tile)
+        with self._lock:
+            self.misses += 1
+            # Drop stale versions of the same weight, then the least recently used.
+            for old in [k for k in self._entries if k[0] == key[0] and k[-1] == key[-1]]:
+                del self._entries[old]
+            self._entries[key] = (weakref.ref(weight, self._forget(key)), u)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+        return u
+
+    def _forget(self, key):
+        cache = weakref.ref(self)
+
+        def callback(_ref):
+            owner = cache()
+            if owner is not None:
+                with owner._lock:
+                    owner._entries.pop(key, None)
+
+        return callback
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+FILTER_CACHE = FilterTransformCache()
