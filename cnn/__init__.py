@@ -5,6 +5,7 @@ Builders have torchvision's names, arguments and ``state_dict`` keys; ``cnn.Conv
 """
 from .conv import Conv2d, convert, count_converted
 from .layers import ConvNormActivation, SqueezeExcitation, make_divisible
+from .profile import LayerProfile, Profile, profile
 from .mobilenet_v1 import MobileNetV1, mobilenet_v1
 from .mobilenet_v2 import MobileNetV2, mobilenet_v2
 from .mobilenet_v3 import MobileNetV3, mobilenet_v3_large, mobilenet_v3_small
