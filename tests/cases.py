@@ -21,6 +21,14 @@ SWEEP = [
     Case(0, 4, 6, 6, 5, 3, 3, padding=1),
 ]
 
+# The shapes the direct, pointwise and depthwise kernels are for.
+SWEEP += [
+    Case(1, 3, 10, 10, 8, 7, 7, stride=2, padding=3),  # the RGB stem: C=3, 7x7, stride 2
+    Case(1, 4, 9, 9, 8, 3, 3, stride=2, padding=1, groups=4),  # MobileNet depthwise, stride 2, multiplier 2
+    Case(1, 4, 8, 7, 12, 5, 3, padding=(2, 1), dilation=(1, 2), groups=4, bias=False),  # depthwise 5x3, x3
+    Case(1, 40, 5, 5, 16, 1, 1, stride=(2, 1), padding=1, groups=2),  # strided, padded, grouped 1x1
+]
+
 # A smaller set for the slow parts of the cross product (dtypes x layouts x backward).
 CORE = [SWEEP[0], SWEEP[3], SWEEP[8], SWEEP[12]]
 

@@ -1,0 +1,360 @@
+"""Depthwise convolution (groups == in_channels, any channel multiplier), forward and backward.
+
+Output channel k filters input channel k // MULT with its own R x S taps (MULT = K / C, the
+channel multiplier). There is no reduction over channels, so there is nothing for a
+``tl.dot`` to do: the work is R*S multiply-adds per output element and the layer is bound by
+memory traffic. Every kernel here is direct and vectorised over channels, which are
+contiguous in channels_last (NHWC) and simply strided in NCHW. Programs tile a
+BLOCK_P x BLOCK_Q patch of one image, so the R x S taps of neighbouring pixels hit the same
+cache lines.
+
+* forward: out[n, k, p, q] = sum over (r, s) of x[n, k//MULT, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k, 0, r, s].
+* grad_input is the depthwise transposed convolution, by stride phases like the generic dgrad:
+  input pixels with the same (h + pad) mod stride are reached by the same taps, so a program
+  serves one phase and skips the taps that cannot reach it (nothing multiplies an inserted zero).
+* grad_weight is a per-channel, per-tap reduction over N*P*Q, split into a fixed number of
+  chunks whose partial sums are added in a fixed order: deterministic, no atomics.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..epilogue import store_conv_tile
+from ..params import ConvParams
+from ..registry import Algorithm, direct_macs, register
+from ..tuning import TunedKernel, config
+from .backward import _reduction_splits
+from .common import acc_dtype, needs_int64, new_buffer, new_output
+
+
+@triton.jit
+def _depthwise_forward_kernel(
+    x_ptr, w_ptr, out_ptr, bias_ptr, scale_ptr, shift_ptr, res_ptr,
+    H, W, P, Q, K, MULT,
+    sx_n, sx_c, sx_h, sx_w,
+    sw_k, sw_r, sw_s,
+    so_n, so_k, so_p, so_q,
+    sr_n, sr_k, sr_p, sr_q,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    R: tl.constexpr, S: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+    ACTIVATION: tl.constexpr, ACC_DTYPE: tl.constexpr, USE_INT64: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Each program computes a [BLOCK_P x BLOCK_Q output pixels of one image] x [BLOCK_N
+    output channels] tile.
+
+    Grid: (N * pixel tiles, channel blocks). Per tap (r, s): load the input tile
+    [pixels, k // MULT] and the weights w[k, r, s], multiply-add elementwise.
+    """
+    pid_pix = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    tiles_q = tl.cdiv(Q, BLOCK_Q)
+    tiles_per_image = tl.cdiv(P, BLOCK_P) * tiles_q
+    n = pid_pix // tiles_per_image
+    tile = pid_pix % tiles_per_image
+    i = tl.arange(0, BLOCK_P * BLOCK_Q)
+    p = (tile // tiles_q) * BLOCK_P + i // BLOCK_Q
+    q = (tile % tiles_q) * BLOCK_Q + i % BLOCK_Q
+    mask_m = (p < P) & (q < Q)
+    k = pid_k * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_n = k < K
+    if USE_INT64:
+        n = n.to(tl.int64)
+        k = k.to(tl.int64)
+    c = k // MULT
+
+    x_image = x_ptr + n * sx_n
+    x_chan = (c * sx_c)[None, :]
+    w_chan = w_ptr + k * sw_k
+    h_base = p * stride_h - pad_h
+    w_base = q * stride_w - pad_w
+    acc = tl.zeros((BLOCK_P * BLOCK_Q, BLOCK_N), dtype=ACC_DTYPE)
+    for r in range(R):
+        h = h_base + r * dil_h
+        h_ok = mask_m & (h >= 0) & (h < H)
+        for s in range(S):
+            w = w_base + s * dil_w
+            row_ok = h_ok & (w >= 0) & (w < W)
+            x_tile = tl.load(x_image + (h * sx_h + w * sx_w)[:, None] + x_chan,
+                             mask=row_ok[:, None] & mask_n[None, :], other=0.0)
+            tap = tl.load(w_chan + r * sw_r + s * sw_s, mask=mask_n, other=0.0)
+            acc += x_tile.to(ACC_DTYPE) * tap.to(ACC_DTYPE)[None, :]
+
+    store_conv_tile(
+        acc, n, p, q, k, mask_m, mask_n,
+        out_ptr, so_n, so_k, so_p, so_q,
+        bias_ptr, scale_ptr, shift_ptr,
+        res_ptr, sr_n, sr_k, sr_p, sr_q,
+        HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION,
+    )
+
+
+@triton.jit
+def _depthwise_dgrad_kernel(
+    dy_ptr, w_ptr, dx_ptr,
+    H, W, P, Q, C, MULT, H_PER_PHASE, W_PER_PHASE,
+    sd_n, sd_k, sd_p, sd_q,
+    sw_k, sw_r, sw_s,
+    sx_n, sx_c, sx_h, sx_w,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    R: tl.constexpr, S: tl.constexpr, ACC_DTYPE: tl.constexpr, USE_INT64: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Each program computes dx for a [BLOCK_P x BLOCK_Q patch of one stride phase of one
+    image] x [BLOCK_N input channels] tile.
+
+    Grid: (N * patch tiles of the H_PER_PHASE x W_PER_PHASE phase grid, channel blocks,
+    stride_h * stride_w phases). dx[n, c, h, w] = sum over the taps (r, s) that reach (h, w)
+    and over j < MULT of dy[n, c*MULT + j, p, q] * w[c*MULT + j, 0, r, s].
+    """
+    pid_pix = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    phase = tl.program_id(2)
+    phase_h = phase // stride_w
+    phase_w = phase % stride_w
+    # First input row / column of this phase: (h + pad_h) % stride_h == phase_h.
+    h_first = ((phase_h - pad_h) % stride_h + stride_h) % stride_h
+    w_first = ((phase_w - pad_w) % stride_w + stride_w) % stride_w
+
+    tiles_q = tl.cdiv(W_PER_PHASE, BLOCK_Q)
+    tiles_per_image = tl.cdiv(H_PER_PHASE, BLOCK_P) * tiles_q
+    n = pid_pix // tiles_per_image
+    tile = pid_pix % tiles_per_image
+    i = tl.arange(0, BLOCK_P * BLOCK_Q)
+    h = h_first + ((tile // tiles_q) * BLOCK_P + i // BLOCK_Q) * stride_h
+    w = w_first + ((tile % tiles_q) * BLOCK_Q + i % BLOCK_Q) * stride_w
+    mask_m = (h < H) & (w < W)
+    c = pid_c * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_n = c < C
+    if USE_INT64:
+        n = n.to(tl.int64)
+        c = c.to(tl.int64)
+
+    dy_image = dy_ptr + n * sd_n
+    acc = tl.zeros((BLOCK_P * BLOCK_Q, BLOCK_N), dtype=ACC_DTYPE)
+    for r in range(R):
+        if (phase_h - r * dil_h) % stride_h == 0:
+            p = (h + pad_h - r * dil_h) // stride_h
+            p_ok = mask_m & (p >= 0) & (p < P)
+            for s in range(S):
+                if (phase_w - s * dil_w) % stride_w == 0:
+                    q = (w + pad_w - s * dil_w) // stride_w
+                    row_ok = p_ok & (q >= 0) & (q < Q)
+                    dy_rows = (p * sd_p + q * sd_q)[:, None]
+                    for j in range(0, MULT):
+                        k = c * MULT + j
+                        g = tl.load(dy_image + dy_rows + (k * sd_k)[None, :],
+                                    mask=row_ok[:, None] & mask_n[None, :], other=0.0)
+                        tap = tl.load(w_ptr + k * sw_k + r * sw_r + s * sw_s, mask=mask_n, other=0.0)
+                        acc += g.to(ACC_DTYPE) * tap.to(ACC_DTYPE)[None, :]
+
+    dx_rows = n * sx_n + h * sx_h + w * sx_w
+    tl.store(dx_ptr + dx_rows[:, None] + (c * sx_c)[None, :], acc.to(dx_ptr.dtype.element_ty),
+             mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _depthwise_wgrad_kernel(
+    x_ptr, dy_ptr, part_ptr,
+    N, H, W, P, Q, K, MULT, CHUNK,
+    sx_n, sx_c, sx_h, sx_w,
+    sd_n, sd_k, sd_p, sd_q,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    R: tl.constexpr, S: tl.constexpr, ACC_DTYPE: tl.constexpr, USE_INT64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Each program sums dy[n, k, p, q] * x[n, k//MULT, p*sh - ph + r*dh, q*sw - pw + s*dw] over
+    one CHUNK of the N*P*Q pixels, for one tap (r, s) and BLOCK_N output channels k.
+
+    Grid: (channel blocks, R*S*splits). Writes part[split, k, r, s] (contiguous); the
+    launcher adds the splits in a fixed order.
+    """
+    pid_k = tl.program_id(0)
+    tap_split = tl.program_id(1)
+    tap = tap_split % (R * S)
+    split = tap_split // (R * S)
+    r = tap // S
+    s = tap % S
+    k = pid_k * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_n = k < K
+    if USE_INT64:
+        k = k.to(tl.int64)
+    dy_chan = (k * sd_k)[None, :]
+    x_chan = ((k // MULT) * sx_c)[None, :]
+
+    NPQ = N * P * Q
+    start = split * CHUNK
+    end = tl.minimum(start + CHUNK, NPQ)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    for j0 in range(start, end, BLOCK_M):
+        j = j0 + tl.arange(0, BLOCK_M)
+        if USE_INT64:
+            j = j.to(tl.int64)
+        j_ok = j < end
+        n = j // (P * Q)
+        pq = j % (P * Q)
+        p = pq // Q
+        q = pq % Q
+        h = p * stride_h - pad_h + r * dil_h
+        w = q * stride_w - pad_w + s * dil_w
+        x_ok = j_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+        g = tl.load(dy_ptr + (n * sd_n + p * sd_p + q * sd_q)[:, None] + dy_chan,
+                    mask=j_ok[:, None] & mask_n[None, :], other=0.0)
+        v = tl.load(x_ptr + (n * sx_n + h * sx_h + w * sx_w)[:, None] + x_chan,
+                    mask=x_ok[:, None] & mask_n[None, :], other=0.0)
+        acc += g.to(ACC_DTYPE) * v.to(ACC_DTYPE)
+    tl.store(part_ptr + ((split * K + k) * R + r) * S + s, tl.sum(acc, axis=0), mask=mask_n)
+
+
+_EXAMPLE = dict(R=3, S=3, ACC_DTYPE=tl.float32, USE_INT64=False)
+_FORWARD_EXAMPLE = dict(_EXAMPLE, HAS_BIAS=False, HAS_SCALE=False, HAS_RESIDUAL=False, ACTIVATION=0)
+# Spatial patch x channel tiles; channels innermost, so a channels_last row loads as vectors.
+_PATCH_CONFIGS = [  # none spills in the fp16 channels_last sm_90 compile (forward and dgrad)
+    config(BLOCK_P=4, BLOCK_Q=8, BLOCK_N=64, num_warps=4, num_stages=2),
+    config(BLOCK_P=8, BLOCK_Q=8, BLOCK_N=32, num_warps=4, num_stages=2),
+    config(BLOCK_P=4, BLOCK_Q=4, BLOCK_N=128, num_warps=4, num_stages=2),
+    config(BLOCK_P=2, BLOCK_Q=16, BLOCK_N=64, num_warps=4, num_stages=2),
+    config(BLOCK_P=2, BLOCK_Q=8, BLOCK_N=128, num_warps=8, num_stages=2),
+]
+_PATCH_INTERPRETER_CONFIG = config(BLOCK_P=4, BLOCK_Q=4, BLOCK_N=8, num_stages=1)
+
+DEPTHWISE_FORWARD = TunedKernel(
+    _depthwise_forward_kernel,
+    configs=_PATCH_CONFIGS,
+    key=["H", "W", "P", "Q", "K", "MULT", "R", "S", "stride_h", "stride_w", "ACC_DTYPE", "USE_INT64"],
+    interpreter_config=_PATCH_INTERPRETER_CONFIG,
+    examples=[
+        dict(constexprs=dict(_FORWARD_EXAMPLE, HAS_BIAS=True), dtype="fp16", ones=("sx_c", "so_k", "MULT")),
+        dict(constexprs=dict(_FORWARD_EXAMPLE, R=5, S=5, HAS_SCALE=True, HAS_RESIDUAL=True, ACTIVATION=2,
+                             USE_INT64=True), dtype="bf16"),
+        dict(constexprs=dict(_FORWARD_EXAMPLE, R=7, S=7), dtype="fp32"),
+    ],
+)
+
+DEPTHWISE_DGRAD = TunedKernel(
+    _depthwise_dgrad_kernel,
+    configs=_PATCH_CONFIGS,
+    key=["H", "W", "P", "Q", "C", "MULT", "R", "S", "stride_h", "stride_w", "ACC_DTYPE", "USE_INT64"],
+    interpreter_config=_PATCH_INTERPRETER_CONFIG,
+    examples=[
+        dict(constexprs=_EXAMPLE, dtype="fp16", ones=("sd_k", "sx_c", "MULT")),
+        dict(constexprs=dict(_EXAMPLE, R=5, S=5, USE_INT64=True), dtype="bf16"),
+    ],
+)
+
+DEPTHWISE_WGRAD = TunedKernel(
+    _depthwise_wgrad_kernel,
+    # Few pixel rows per tile: each thread then keeps few row offsets live (64 rows: 255 registers).
+    configs=[
+        config(BLOCK_M=8, BLOCK_N=256, num_warps=4, num_stages=2),
+        config(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=2),
+        config(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=2),
+        config(BLOCK_M=16, BLOCK_N=64, num_warps=2, num_stages=2),
+    ],
+    key=["N", "H", "W", "P", "Q", "K", "MULT", "CHUNK", "R", "S", "stride_h", "stride_w",
+         "ACC_DTYPE", "USE_INT64"],
+    interpreter_config=config(BLOCK_M=16, BLOCK_N=8, num_stages=1),
+    examples=[
+        dict(constexprs=_EXAMPLE, dtype="fp16", pointer_dtypes=dict(part_ptr="fp32"), ones=("sx_c", "sd_k", "MULT")),
+        dict(constexprs=dict(_EXAMPLE, USE_INT64=True), dtype="bf16", pointer_dtypes=dict(part_ptr="fp32")),
+    ],
+)
+
+
+def _weight_taps(w: torch.Tensor):
+    """(sw_k, sw_r, sw_s) of a (K, 1, R, S) depthwise weight in any layout."""
+    return w.stride(0), w.stride(2), w.stride(3)
+
+
+def _patch_grid(n: int, rows: int, cols: int, channels: int, phases: int = 0):
+    def grid(meta):
+        tiles = triton.cdiv(rows, meta["BLOCK_P"]) * triton.cdiv(cols, meta["BLOCK_Q"])
+        blocks = (n * tiles, triton.cdiv(channels, meta["BLOCK_N"]))
+        return blocks + (phases,) if phases else blocks
+    return grid
+
+
+def depthwise_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, residual=None, activation=0):
+    """Launch the depthwise forward; returns a new output in PyTorch's memory format."""
+    out = new_output(params, x.device)
+    if out.numel() == 0:
+        return out
+    res = residual if residual is not None else out
+    dummy = out  # never read: the matching HAS_* flag is off
+    DEPTHWISE_FORWARD[_patch_grid(params.n, params.p, params.q, params.k)](
+        x, w, out,
+        bias if bias is not None else dummy,
+        scale if scale is not None else dummy,
+        shift if shift is not None else dummy,
+        res,
+        params.h, params.w, params.p, params.q, params.k, params.k // params.c,
+        *x.stride(), *_weight_taps(w), *out.stride(), *res.stride(),
+        params.stride[0], params.stride[1], params.pad_top, params.pad_left,
+        params.dilation[0], params.dilation[1],
+        R=params.r, S=params.s,
+        HAS_BIAS=bias is not None, HAS_SCALE=scale is not None, HAS_RESIDUAL=residual is not None,
+        ACTIVATION=activation, ACC_DTYPE=acc_dtype(params.dtype),
+        USE_INT64=needs_int64(x, w, out, res),
+    )
+    return out
+
+
+def depthwise_grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, channels_last: bool) -> torch.Tensor:
+    """dx: the depthwise transposed convolution of dy, by stride phases."""
+    dx = new_buffer((params.n, params.c, params.h, params.w), dy.dtype, dy.device, channels_last)
+    if dx.numel() == 0:
+        return dx
+    sh, sw = params.stride
+    h_per_phase = triton.cdiv(params.h, sh)
+    w_per_phase = triton.cdiv(params.w, sw)
+    DEPTHWISE_DGRAD[_patch_grid(params.n, h_per_phase, w_per_phase, params.c, sh * sw)](
+        dy, w, dx,
+        params.h, params.w, params.p, params.q, params.c, params.k // params.c, h_per_phase, w_per_phase,
+        *dy.stride(), *_weight_taps(w), *dx.stride(),
+        sh, sw, params.pad_top, params.pad_left, params.dilation[0], params.dilation[1],
+        R=params.r, S=params.s, ACC_DTYPE=acc_dtype(dy.dtype), USE_INT64=needs_int64(dy, w, dx),
+    )
+    return dx
+
+
+def depthwise_grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams, channels_last: bool) -> torch.Tensor:
+    """dw (K, 1, R, S): per channel and tap, a deterministic reduction over N*P*Q."""
+    shape = (params.k, 1, params.r, params.s)
+    npq = params.n * params.p * params.q
+    if npq == 0:
+        return new_buffer(shape, dy.dtype, dy.device, channels_last).zero_()
+    splits, chunk = _reduction_splits(npq, triton.cdiv(params.k, 64) * params.r * params.s)
+    part_dtype = torch.float64 if dy.dtype == torch.float64 else torch.float32
+    part = new_buffer((splits,) + shape, part_dtype, dy.device)
+    grid = lambda meta: (triton.cdiv(params.k, meta["BLOCK_N"]), params.r * params.s * splits)
+    DEPTHWISE_WGRAD[grid](
+        x, dy, part,
+        params.n, params.h, params.w, params.p, params.q, params.k, params.k // params.c, chunk,
+        *x.stride(), *dy.stride(),
+        params.stride[0], params.stride[1], params.pad_top, params.pad_left,
+        params.dilation[0], params.dilation[1],
+        R=params.r, S=params.s, ACC_DTYPE=acc_dtype(dy.dtype), USE_INT64=needs_int64(x, dy, part),
+    )
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return part.sum(0).to(dtype=dy.dtype, memory_format=fmt)
+
+
+def _unsupported(params: ConvParams):
+    if params.groups != params.c:
+        return (f"depthwise needs groups == in_channels (one input channel per group), "
+                f"got groups={params.groups} with {params.c} input channels")
+    return None
+
+
+register(Algorithm(
+    name="depthwise",
+    unsupported=_unsupported,
+    forward=depthwise_forward,
+    count=direct_macs,
+    grad_input=depthwise_grad_input,
+    grad_weight=depthwise_grad_weight,
+    description="depthwise: per-channel R x S filters vectorised over channels, no tl.dot",
+))
