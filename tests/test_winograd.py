@@ -52,6 +52,17 @@ def test_float64_matches_reference(tile, padding, layout, device):
 
 
 @pytest.mark.parametrize("tile", ["winograd_f2", "winograd_f4"])
+def test_int64_offset_path(tile, device, monkeypatch):
+    """The 64-bit offset variant (tensors past 2**31 elements) computes the same numbers."""
+    monkeypatch.setattr(winograd, "needs_int64", lambda *tensors: True)
+    case = Case(2, 5, 7, 9, 6, 3, 3, padding=1)
+    x, w, b = random_inputs(case, torch.float64, device, "channels_last")
+    y = kernels.conv2d(x, w, b, padding=1, algorithm=tile)
+    assert_close(y, F.conv2d(as_reference(x), as_reference(w), as_reference(b), padding=1),
+                 torch.float64, case.reduction)
+
+
+@pytest.mark.parametrize("tile", ["winograd_f2", "winograd_f4"])
 def test_fused_epilogue(tile, device):
     """scale/shift (folded BN), residual and activation through the shared epilogue."""
     case = Case(1, 4, 6, 7, 5, 3, 3, padding=1)
@@ -134,3 +145,4 @@ def test_filter_cache_skips_weights_that_require_grad(device):
     assert len(FILTER_CACHE) == 0
     assert_close(y, F.conv2d(as_reference(x), as_reference(w), as_reference(b), padding=1),
                  torch.float32, case.reduction)
+
