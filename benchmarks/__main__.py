@@ -1,3 +1,4 @@
+"""`python -m benchmarks`: see benchmarks/run.py."""
 import sys
 
 from .run import main

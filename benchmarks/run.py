@@ -1,143 +1,185 @@
-"""`python -m benchmarks`: every eligible algorithm on the conv layers of ResNet-50, checked
-against PyTorch, with MACs per layer; timed against cuDNN on a GPU.
+"""`python -m benchmarks`: every algorithm of ``kernels.REGISTRY`` against cuDNN on the conv
+layers of ResNet-50, VGG-16 and MobileNetV2 (cases derived from the ``cnn`` models), and the
+three networks end to end; writes JSON, a Markdown report and PNG plots under
+``benchmarks/results/<device>/``.
 
-Without a GPU it runs the same layers scaled down under Triton's interpreter: the FLOP
-table (at full size) and the correctness column are real, the timings are not GPU timings
-and no speedup is claimed from them.
+Without a GPU it runs the same layers scaled down under Triton's interpreter: the FLOP tables
+(real shapes) and the correctness column are real; the times are NOT GPU timings and no
+speedup is claimed from them.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import List
 
 import torch
 
-ON_GPU = torch.cuda.is_available()
-if not ON_GPU:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-
-import torch.nn.functional as F  # noqa: E402
-
-import kernels  # noqa: E402
-from benchmarks.networks import resnet50_layers  # noqa: E402
+from .environment import ON_GPU, PRECISIONS, device_slug, metadata
+from .layers import LAYOUTS, counts, run_case
+from .networks import SUITES, ConvCase, scaled_down, suite_cases
+from .progress import Progress
+from .timing import measure_peaks
 
 RESULTS = Path(__file__).resolve().parent / "results"
+QUICK_LAYERS = 4
+
+# Under the interpreter, end to end runs one reduced network (a full-width one takes minutes).
+CPU_MODELS = {"mobilenet_v2": dict(width_mult=0.1)}
+CPU_MODEL_IMAGE = 32
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent).stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suites", nargs="+", choices=list(SUITES), default=list(SUITES))
+    parser.add_argument("--batches", nargs="+", type=int, help="default: 32 on a GPU, 1 on the CPU")
+    parser.add_argument("--dtypes", nargs="+", choices=list(PRECISIONS),
+                        help="tf32 = float32 with TF32 on; default: float16 bfloat16 on a GPU, float32 on the CPU")
+    parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=["channels_last"])
+    parser.add_argument("--full", action="store_true",
+                        help="batches 1 32 256, all four precisions, both layouts (hours on a GPU)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"the {QUICK_LAYERS} layers of each suite with the most MACs x count, first batch, "
+                             "first dtype, end to end at that batch only")
+    parser.add_argument("--no-models", action="store_true", help="skip the end-to-end runs")
+    parser.add_argument("--no-compile", action="store_true", help="end to end without the torch.compile variant")
+    parser.add_argument("--inductor", action="store_true",
+                        help="also time torch.compile(mode='max-autotune') of each conv (GPU; slow to compile)")
+    parser.add_argument("--scale", nargs=2, type=int, metavar=("CHANNEL_DIV", "SPATIAL_DIV"), default=(16, 14),
+                        help="interpreter runs: divide channels and pixels of each layer by these")
+    parser.add_argument("--out", type=Path, help="output folder (default benchmarks/results/<device>)")
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+    if args.full:
+        args.batches = args.batches or [1, 32, 256]
+        args.dtypes = args.dtypes or list(PRECISIONS)
+        args.layouts = list(LAYOUTS)
+    args.batches = args.batches or ([32] if ON_GPU else [1])
+    args.dtypes = args.dtypes or (["float16", "bfloat16"] if ON_GPU else ["float32"])
+    if args.quick:
+        args.batches, args.dtypes, args.layouts = args.batches[:1], args.dtypes[:1], args.layouts[:1]
+    return args
 
 
-def _scaled(layer, batch: int, channel_div: int, spatial_div: int):
-    """The layer's shapes, scaled down (divisors 1 on a GPU)."""
-    c = max(layer.c // channel_div, min(layer.c, 3))
-    k = max(layer.k // channel_div, 4)
-    h = max(layer.h // spatial_div, layer.r)
-    return (batch, c, h, h), (k, c // layer.groups, layer.r, layer.s)
-
-
-def _time_ms(fn) -> float:
-    if ON_GPU:
-        import triton.testing
-
-        return triton.testing.do_bench(fn, warmup=25, rep=100)
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1e3
-
-
-def run(batch: int, dtype: torch.dtype, channels_last: bool, channel_div: int, spatial_div: int):
-    device = "cuda" if ON_GPU else "cpu"
-    torch.backends.cudnn.benchmark = True
+def layer_table(suite: str) -> List[dict]:
+    """The suite's unique layers at full size, per image, with each eligible algorithm's multiplies."""
     rows = []
-    for layer, count in resnet50_layers():
-        full = kernels.conv2d_flops((batch, layer.c, layer.h, layer.w), layer.weight_shape, layer.stride,
-                                    layer.padding, groups=layer.groups)
-        x_shape, w_shape = _scaled(layer, batch, channel_div, spatial_div)
-        x = torch.randn(x_shape, device=device, dtype=dtype)
-        w = torch.randn(w_shape, device=device, dtype=dtype) / (w_shape[1] * layer.r * layer.s) ** 0.5
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-            w = w.contiguous(memory_format=torch.channels_last)
-        conv_args = dict(stride=layer.stride, padding=layer.padding, groups=layer.groups)
-        ref = F.conv2d(x.double().cpu(), w.double().cpu(), **conv_args)
-        impls = {"cudnn": lambda: F.conv2d(x, w, **conv_args)} if ON_GPU else {}
-        params = kernels.ConvParams.from_shapes(x_shape, w_shape, **conv_args)
-        for name in ("auto", *kernels.REGISTRY):
-            if name == "auto" or kernels.REGISTRY[name].eligible(params):
-                impls[name] = lambda name=name: kernels.conv2d(x, w, **conv_args, algorithm=name)
-        for impl, fn in impls.items():
-            out = fn()
-            rel_err = ((out.double().cpu() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
-            ms = _time_ms(fn)
-            rows.append(dict(
-                suite="resnet50", layer=layer.name, count=count, n=x_shape[0], c=x_shape[1], h=x_shape[2],
-                w=x_shape[3], k=w_shape[0], r=layer.r, s=layer.s, stride=layer.stride, padding=layer.padding,
-                dilation=1, groups=layer.groups, dtype=str(dtype).replace("torch.", ""),
-                layout="channels_last" if channels_last else "nchw", impl=impl, ms=ms,
-                full_size_macs=full["macs"], macs=kernels.conv2d_flops(x_shape, w_shape, **conv_args)["macs"],
-                tflops=(2 * kernels.conv2d_flops(x_shape, w_shape, **conv_args)["macs"] / (ms * 1e-3) / 1e12)
-                if ON_GPU else None,
-                rel_err=rel_err,
-            ))
-            print(f"  {layer.name:<24} {impl:<8} rel_err {rel_err:.1e}  {ms:9.3f} ms", flush=True)
+    for case in suite_cases(suite, batch=1):
+        flops = counts(case)
+        rows.append(dict(
+            suite=suite, layer=case.layer, count=case.count, c=case.c, h=case.h, w=case.w, k=case.k, r=case.r,
+            s=case.s, stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups,
+            bias=case.bias, macs=flops["auto"]["macs"], auto=flops["auto"]["algorithm"],
+            multiplies={name: f["multiplies"] for name, f in flops.items() if name != "auto"},
+        ))
     return rows
 
 
-def report(rows, meta) -> str:
-    lines = [f"# Benchmark: ResNet-50 conv layers ({meta['device']})", ""]
+def select_cases(suite: str, batch: int, quick: bool) -> List[ConvCase]:
+    cases = suite_cases(suite, batch=batch)
+    if quick:
+        keep = sorted(cases, key=lambda c: c.count * c.n * c.k * c.c * c.h * c.w * c.r * c.s / c.groups)
+        keep = {c.layer for c in keep[-QUICK_LAYERS:]}
+        cases = [c for c in cases if c.layer in keep]
+    return cases
+
+
+class Results:
+    """Everything the run has measured so far, written after every step (a crash keeps the rest)."""
+
+    def __init__(self, out_dir: Path, meta: dict, peaks: dict, layers: List[dict]):
+        self.out_dir, self.meta, self.peaks, self.layers = out_dir, meta, peaks, layers
+        self.cases: List[dict] = []
+        self.models: List[dict] = []
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    def as_json(self) -> dict:
+        return dict(self.meta, peaks=self.peaks, layers=self.layers, cases=self.cases, models=self.models)
+
+    def save(self) -> Path:
+        path = self.out_dir / "results.json"
+        path.write_text(json.dumps(self.as_json(), indent=1) + "\n")
+        return path
+
+
+def run(args) -> Results:
+    meta = metadata()
+    out_dir = args.out or RESULTS / device_slug(meta["device"])
+    if ON_GPU:
+        torch.backends.cudnn.benchmark = True
+        print(f"{meta['device']}: measuring peaks ...", flush=True)
+    else:
+        print("No GPU: running scaled-down layers under the Triton interpreter. "
+              "Times are interpreter times, NOT GPU timings; no speedup is claimed from them.", flush=True)
+    peaks = measure_peaks(args.dtypes)
+    results = Results(out_dir, meta, peaks, [row for suite in args.suites for row in layer_table(suite)])
+    meta["settings"] = dict(suites=args.suites, batches=args.batches, dtypes=args.dtypes, layouts=args.layouts,
+                            quick=args.quick, scale=None if ON_GPU else list(args.scale))
+
+    plan = [(suite, batch, dtype, layout, case)
+            for suite in args.suites for batch in args.batches for dtype in args.dtypes for layout in args.layouts
+            for case in select_cases(suite, batch, args.quick)]
+    model_plan = [] if args.no_models else [
+        (suite, batch, dtype, layout) for suite in args.suites for batch in args.batches
+        for dtype in args.dtypes for layout in args.layouts if ON_GPU or suite in CPU_MODELS]
     if not ON_GPU:
-        lines += ["**CPU interpreter run: shapes scaled down; timings are Triton-interpreter timings, "
-                  "not GPU timings, and support no speed claim.** MACs are for the full-size layer.", ""]
-    lines += [f"torch {meta['torch']}, triton {meta['triton']}, cuDNN {meta['cudnn']}, commit {meta['commit']}", "",
-              "| layer | count | full-size GMACs | run shape (N,C,H,W)->K | impl | ms | TFLOP/s | rel. error |",
-              "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        tflops = f"{r['tflops']:.1f}" if r["tflops"] is not None else "-"
-        lines.append(f"| {r['layer']} | {r['count']} | {r['full_size_macs'] / 1e9:.3f} | "
-                     f"({r['n']},{r['c']},{r['h']},{r['w']})->{r['k']} | {r['impl']} | {r['ms']:.3f} | "
-                     f"{tflops} | {r['rel_err']:.1e} |")
-    return "\n".join(lines) + "\n"
+        model_plan = [p for p in model_plan if p[1] == args.batches[0] and p[2] == args.dtypes[0] and p[3] == args.layouts[0]]
+    progress = Progress(len(plan) + len(model_plan))
+    for suite, batch, dtype, layout, case in plan:
+        progress.step(f"{suite} {case.layer} b{batch} {dtype} {layout}")
+        run_shape = case if ON_GPU else scaled_down(case, *args.scale)
+        results.cases += run_case(run_shape, PRECISIONS[dtype], layout, peaks, full_case=case, inductor=args.inductor)
+        results.save()
+        if ON_GPU:
+            torch.cuda.empty_cache()
+    if model_plan:
+        from .models import run_model
+
+        for suite, batch, dtype, layout in model_plan:
+            progress.step(f"{suite} end to end b{batch} {dtype} {layout}")
+            if ON_GPU:
+                rows = run_model(suite, batch, 224, PRECISIONS[dtype], layout, compile_model=not args.no_compile)
+            else:
+                rows = run_model(suite, batch, CPU_MODEL_IMAGE, PRECISIONS[dtype], layout, compile_model=False,
+                                 builder_args=CPU_MODELS[suite])
+            results.models += rows
+            results.save()
+            if ON_GPU:
+                torch.cuda.empty_cache()
+    progress.close()
+    return results
+
+
+def write_report(results: Results, plots: bool = True) -> List[Path]:
+    from .report import render
+
+    out_dir = results.out_dir
+    paths = [results.save()]
+    report = out_dir / "report.md"
+    report.write_text(render(results.meta, results.peaks, results.layers, results.cases, results.models, ON_GPU))
+    paths.append(report)
+    if plots:
+        from .plots import write_all
+
+        for old in out_dir.glob("*.png"):
+            old.unlink()
+        paths += write_all(out_dir, results.layers, results.cases, results.peaks, ON_GPU)
+    return paths
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=32 if ON_GPU else 1)
-    parser.add_argument("--dtype", default="float16" if ON_GPU else "float32")
-    parser.add_argument("--layout", choices=["channels_last", "nchw"], default="channels_last")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
+    results = run(args)
+    paths = write_report(results, plots=not args.no_plots)
+    print("wrote " + ", ".join(str(p) for p in paths))
     if not ON_GPU:
-        print("No GPU: running scaled-down layers under the Triton interpreter. "
-              "Timings below are NOT GPU timings.", flush=True)
-    channel_div, spatial_div = (1, 1) if ON_GPU else (16, 14)
-    rows = run(args.batch, getattr(torch, args.dtype), args.layout == "channels_last", channel_div, spatial_div)
-    import triton
-
-    meta = dict(
-        device=torch.cuda.get_device_name() if ON_GPU else f"cpu-interpreter ({platform.processor() or 'cpu'})",
-        torch=torch.__version__, triton=triton.__version__,
-        cudnn=torch.backends.cudnn.version() if ON_GPU else None, commit=_commit(),
-        interpreter=not ON_GPU,
-    )
-    slug = (meta["device"].split(" (")[0]).lower().replace(" ", "-")
-    out_dir = RESULTS / slug
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(dict(meta, cases=rows), indent=1))
-    (out_dir / "report.md").write_text(report(rows, meta))
-    print(f"\nwrote {out_dir / 'results.json'} and {out_dir / 'report.md'}")
-    bad = [r for r in rows if not r["rel_err"] < (1e-2 if args.dtype != "float32" else 1e-4)]
-    if bad:
-        print(f"{len(bad)} results disagree with PyTorch", file=sys.stderr)
-        return 1
-    return 0
+        print("(interpreter run: the times in this report are NOT GPU timings)")
+    wrong = [r for r in results.cases + results.models if not r["ok"]]
+    for r in wrong:
+        where = r.get("layer") or f"end to end b{r['batch']}"
+        print(f"WRONG: {r.get('suite', r.get('model'))} {where} {r['precision']} {r['layout']} {r['impl']}: "
+              f"rel_err {r['rel_err']} {r['timing'] if r['ms'] is None else ''}", file=sys.stderr)
+    return 1 if wrong else 0

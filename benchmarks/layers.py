@@ -1,0 +1,155 @@
+"""The conv-layer benchmark: one case (a network's layer at a batch, precision and layout),
+every implementation that applies to it, each timed and checked.
+
+Implementations: ``cudnn`` (``F.conv2d`` with ``cudnn.benchmark = True``; GPU only), ``auto``
+and every eligible algorithm of ``kernels.REGISTRY`` (so the benchmark grows as algorithms
+land), and optionally ``inductor`` (``torch.compile(mode="max-autotune")`` of the same conv).
+Every output is compared with a reference computed from the same inputs: cuDNN in fp32 with
+TF32 off on a GPU, PyTorch in float64 on the CPU.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+import kernels
+
+from .environment import DEVICE, ON_GPU, Precision, precision_mode
+from .networks import ConvCase
+from .timing import Rotation, Timing, bound_and_fraction, run_once, time_calls
+
+# Relative error (L2 norm of the difference over the norm of the reference) above which a
+# result counts as wrong. Rounding the output alone costs about 3e-4 (fp16), 2e-3 (bf16),
+# 1e-7 (fp32) and TF32's 10-bit inputs about 5e-4: these leave room for Winograd's transforms.
+TOLERANCE = {"float16": 1e-2, "bfloat16": 5e-2, "float32": 1e-4, "tf32": 1e-2}
+
+LAYOUTS = ("channels_last", "nchw")
+
+
+def conv_params(case: ConvCase) -> kernels.ConvParams:
+    return kernels.ConvParams.from_shapes(case.input_shape, case.weight_shape, **case.conv_args(),
+                                          has_bias=case.bias)
+
+
+def eligible_algorithms(case: ConvCase) -> List[str]:
+    """Registered algorithms that apply to ``case``, in registry order."""
+    params = conv_params(case)
+    return [name for name, algorithm in kernels.REGISTRY.items() if algorithm.eligible(params)]
+
+
+def counts(case: ConvCase) -> Dict[str, Dict[str, int]]:
+    """``kernels.conv2d_flops`` of ``case`` for ``auto`` and every eligible algorithm."""
+    args = dict(case.conv_args())
+    return {name: kernels.conv2d_flops(case.input_shape, case.weight_shape, **args, algorithm=name)
+            for name in ("auto", *eligible_algorithms(case))}
+
+
+def traffic_bytes(case: ConvCase, element_size: int) -> int:
+    """The least memory traffic of the layer: read input and weight (and bias), write output once."""
+    params = conv_params(case)
+    elements = math.prod(case.input_shape) + math.prod(case.weight_shape) + math.prod(params.output_shape)
+    return (elements + (case.k if case.bias else 0)) * element_size
+
+
+def make_inputs(case: ConvCase, precision: Precision, layout: str):
+    """Fresh random input, weight (scaled by 1/sqrt(fan-in), so outputs are of unit scale) and bias."""
+    fan_in = case.c // case.groups * case.r * case.s
+    x = torch.randn(case.input_shape, device=DEVICE, dtype=precision.dtype)
+    w = torch.randn(case.weight_shape, device=DEVICE, dtype=precision.dtype) / math.sqrt(fan_in)
+    b = torch.randn(case.k, device=DEVICE, dtype=precision.dtype) if case.bias else None
+    if layout == "channels_last":
+        x, w = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
+    elif layout != "nchw":
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    return x, w, b
+
+
+def reference_output(x, w, b, case: ConvCase) -> torch.Tensor:
+    """cuDNN in fp32 with TF32 off on a GPU; float64 on the CPU (the tests' oracle)."""
+    dtype = torch.float32 if ON_GPU else torch.float64
+    cast = (lambda t: None if t is None else t.to(dtype))
+    with precision_mode(Precision("float32", torch.float32)):
+        return F.conv2d(cast(x), cast(w), cast(b), **case.conv_args())
+
+
+def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    diff = torch.linalg.vector_norm(out.to(ref.dtype) - ref).item()
+    norm = torch.linalg.vector_norm(ref).item()
+    return diff / norm if norm > 0 else diff
+
+
+def implementations(case: ConvCase, rotation: Rotation, inductor: bool = False) -> Dict[str, Callable]:
+    """name -> a call that runs ``case`` on the next rotated inputs."""
+    args = case.conv_args()
+    impls: Dict[str, Callable] = {}
+    if ON_GPU:
+        impls["cudnn"] = lambda: F.conv2d(*rotation.next(), **args)
+    for name in ("auto", *eligible_algorithms(case)):
+        impls[name] = lambda name=name: kernels.conv2d(*rotation.next(), **args, algorithm=name)
+    if inductor and ON_GPU:
+        compiled = torch.compile(lambda x, w, b: F.conv2d(x, w, b, **args), mode="max-autotune", dynamic=False)
+        impls["inductor"] = lambda: compiled(*rotation.next())
+    return impls
+
+
+def case_fields(case: ConvCase) -> dict:
+    return dict(suite=case.suite, layer=case.layer, count=case.count, n=case.n, c=case.c, h=case.h, w=case.w,
+                k=case.k, r=case.r, s=case.s, stride=case.stride, padding=case.padding, dilation=case.dilation,
+                groups=case.groups, bias=case.bias)
+
+
+def run_case(case: ConvCase, precision: Precision, layout: str, peaks: dict,
+             full_case: Optional[ConvCase] = None, inductor: bool = False) -> List[dict]:
+    """One row per implementation of ``case``. ``full_case`` is the real layer when ``case`` is
+    its scaled-down stand-in (interpreter runs): its MACs are reported beside the run's."""
+    element_size = torch.finfo(precision.dtype).bits // 8
+    with torch.no_grad(), precision_mode(precision):
+        first = make_inputs(case, precision, layout)
+        ref = reference_output(*first, case)
+        bytes_per_set = sum(t.numel() * element_size for t in first if t is not None)
+        rotation = Rotation([first] + [make_inputs(case, precision, layout)
+                                       for _ in range(Rotation.count(bytes_per_set) - 1)])
+        impls = implementations(case, rotation, inductor)
+        errors: Dict[str, float] = {}
+        failures: Dict[str, str] = {}
+        once: Dict[str, Timing] = {}
+        for name, fn in impls.items():
+            rotation.index = 0  # the reference's inputs
+            try:
+                out, once[name] = run_once(fn)
+                errors[name] = relative_error(out, ref)
+            except Exception as error:  # noqa: BLE001 - reported as a failed row, the run goes on
+                failures[name] = f"failed: {type(error).__name__}: {error}"[:300]
+        timings = time_calls({name: fn for name, fn in impls.items() if name not in failures}) if ON_GPU else once
+        del rotation, impls, ref, first
+
+    flop_counts = counts(case)
+    macs = flop_counts["auto"]["macs"]
+    traffic = traffic_bytes(case, element_size)
+    cudnn = timings.get("cudnn")
+    rows = []
+    for name in list(timings) + list(failures):
+        timing = timings.get(name)
+        ms = timing.ms if timing else None
+        measured = ON_GPU and ms is not None
+        bound, fraction = bound_and_fraction(2 * macs, traffic, ms, peaks, precision.name) if measured else (None, None)
+        algorithm = flop_counts["auto"]["algorithm"] if name == "auto" else name
+        row = dict(
+            case_fields(case), dtype=str(precision.dtype).replace("torch.", ""), tf32=precision.tf32,
+            precision=precision.name, layout=layout, impl=name,
+            algorithm=algorithm if algorithm in kernels.REGISTRY else None,
+            ms=ms, timing=timing.method if timing else failures[name],
+            tflops=2 * macs / (ms * 1e-3) / 1e12 if measured else None,
+            pct_peak=100 * fraction if fraction is not None else None, bound=bound,
+            intensity=2 * macs / traffic,
+            speedup=cudnn.ms / ms if measured and cudnn and cudnn.ms and name != "cudnn" else None,
+            rel_err=errors.get(name), ok=name in errors and errors[name] <= TOLERANCE[precision.name],
+            macs=macs, multiplies=flop_counts[algorithm]["multiplies"] if algorithm in flop_counts else None,
+        )
+        if full_case is not None and full_case is not case:
+            row["full"] = dict(case_fields(full_case), macs=conv_params(full_case).macs)
+        rows.append(row)
+    return rows

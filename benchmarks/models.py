@@ -1,0 +1,122 @@
+"""End-to-end forward (inference) of the networks, four ways:
+
+* ``eager``: the model with ``nn.Conv2d`` (cuDNN, ``cudnn.benchmark = True``), BatchNorm unfused;
+* ``compile``: ``torch.compile`` of ``eager`` (Inductor, default mode);
+* ``kernels``: the ``cnn`` model, every convolution on ``kernels.conv2d`` (``algorithm="auto"``);
+* ``kernels_fused``: ``cnn.fuse`` of it (conv+BN(+add)(+activation) in one kernel), once
+  ``cnn.fuse`` exists.
+
+All four hold the same weights and BatchNorm statistics (randomised, so that folding them is
+not the identity) and each output is compared with ``eager`` in fp32 with TF32 off (float64
+on the CPU).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn as nn
+
+from .environment import DEVICE, ON_GPU, Precision, precision_mode
+from .layers import TOLERANCE, relative_error
+from .networks import SUITES
+from .timing import Rotation, run_once, time_calls
+
+MODEL_IMPLS = ("eager", "compile", "kernels", "kernels_fused")
+
+
+def with_torch_convs(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose ``cnn.Conv2d`` modules are plain ``nn.Conv2d`` (same weights)."""
+    import cnn
+
+    copied = copy.deepcopy(model)
+    for module in copied.modules():
+        if isinstance(module, cnn.Conv2d):
+            bases = [b for b in type(module).__mro__ if issubclass(b, nn.Conv2d) and not issubclass(b, cnn.Conv2d)]
+            module.__class__ = bases[0]
+    return copied
+
+
+def randomise_batch_norms(model: nn.Module, generator: torch.Generator) -> None:
+    """Give every BatchNorm non-trivial statistics and affine parameters (fresh random data)."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                shape = module.running_mean.shape
+                module.running_mean.copy_(0.1 * torch.randn(shape, generator=generator))
+                module.running_var.copy_(0.5 + torch.rand(shape, generator=generator))
+                if module.affine:
+                    module.weight.copy_(0.5 + torch.rand(shape, generator=generator))
+                    module.bias.copy_(0.1 * torch.randn(shape, generator=generator))
+
+
+def fused_available() -> bool:
+    import cnn
+
+    return callable(getattr(cnn, "fuse", None))
+
+
+def build_variants(suite: str, precision: Precision, layout: str, compile_model: bool,
+                   builder_args: Optional[dict] = None) -> Dict[str, nn.Module]:
+    """impl name -> the model (eval mode, on the device, in the dtype and layout)."""
+    import cnn
+
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    ours = SUITES[suite](**(builder_args or {})).eval()
+    randomise_batch_norms(ours, generator)
+    if not any(isinstance(m, cnn.Conv2d) for m in ours.modules()):
+        cnn.convert(ours)
+    eager = with_torch_convs(ours)
+    variants = {"eager": eager}
+    if compile_model and ON_GPU:
+        variants["compile"] = torch.compile(eager)
+    variants["kernels"] = ours
+    if fused_available():
+        variants["kernels_fused"] = cnn.fuse(ours)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    for name, model in variants.items():
+        if name != "compile":  # shares eager's (already moved) parameters
+            model.to(device=DEVICE, dtype=precision.dtype, memory_format=fmt)
+    return variants
+
+
+def run_model(suite: str, batch: int, image: int, precision: Precision, layout: str,
+              compile_model: bool = True, builder_args: Optional[dict] = None) -> List[dict]:
+    """One row per variant of ``suite``'s network on a ``batch`` x 3 x ``image``^2 input."""
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    with torch.no_grad(), precision_mode(precision):
+        variants = build_variants(suite, precision, layout, compile_model, builder_args)
+        make = lambda: torch.randn(batch, 3, image, image, device=DEVICE, dtype=precision.dtype).to(memory_format=fmt)
+        first = make()
+        element_size = torch.finfo(precision.dtype).bits // 8
+        rotation = Rotation([(first,)] + [(make(),) for _ in range(Rotation.count(first.numel() * element_size) - 1)])
+        reference_dtype = torch.float32 if ON_GPU else torch.float64
+        with precision_mode(Precision("float32", torch.float32)):
+            reference_model = copy.deepcopy(variants["eager"]).to(reference_dtype)
+            ref = reference_model(first.to(reference_dtype))
+            del reference_model
+        fns: Dict[str, Callable] = {name: (lambda m=model: m(*rotation.next())) for name, model in variants.items()}
+        errors, failures, once = {}, {}, {}
+        for name, fn in fns.items():
+            rotation.index = 0
+            try:
+                out, once[name] = run_once(fn)
+                errors[name] = relative_error(out, ref)
+            except Exception as error:  # noqa: BLE001 - reported as a failed row, the run goes on
+                failures[name] = f"failed: {type(error).__name__}: {error}"[:300]
+        timings = time_calls({name: fn for name, fn in fns.items() if name not in failures}) if ON_GPU else once
+    rows = []
+    eager_ms = timings["eager"].ms if "eager" in timings else None
+    for name in list(timings) + list(failures):
+        timing = timings.get(name)
+        ms = timing.ms if timing else None
+        rows.append(dict(
+            model=suite, batch=batch, image=image, builder_args=builder_args or {}, dtype=str(precision.dtype).replace("torch.", ""),
+            tf32=precision.tf32, precision=precision.name, layout=layout, impl=name, ms=ms,
+            timing=timing.method if timing else failures[name],
+            speedup_vs_eager=eager_ms / ms if ON_GPU and ms and eager_ms and name != "eager" else None,
+            rel_err=errors.get(name), ok=name in errors and errors[name] <= TOLERANCE[precision.name],
+        ))
+    return rows

@@ -1,0 +1,316 @@
+"""The Markdown report and the summary statistics behind it (geomean speedups, winners)."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Dict, Iterable, List, Optional, Sequence
+
+INTERPRETER_WARNING = (
+    "**No GPU: this is a Triton-interpreter run on the CPU.** Layer shapes are scaled down from the "
+    "real ones (the FLOP tables are for the real shapes); the times are interpreter times, NOT GPU "
+    "timings, and no speed claim is made from them. What this run does establish: which algorithms "
+    "apply to each layer, what each multiplies, and that each one's output matches PyTorch's."
+)
+
+def geomean(values: Sequence[float], weights: Optional[Sequence[float]] = None) -> Optional[float]:
+    values = list(values)
+    if not values:
+        return None
+    weights = list(weights) if weights is not None else [1.0] * len(values)
+    total = sum(weights)
+    return math.exp(sum(w * math.log(v) for v, w in zip(values, weights)) / total) if total else None
+
+
+def _fmt(value, spec=".3f", missing="-"):
+    return missing if value is None else format(value, spec)
+
+
+def _shape(row) -> str:
+    text = f"{row['c']}x{row['h']}x{row['w']}→{row['k']} {row['r']}x{row['s']}"
+    if row["stride"] != 1:
+        text += f" s{row['stride'] if isinstance(row['stride'], int) else tuple(row['stride'])}"
+    if row["groups"] != 1:
+        text += " dw" if row["groups"] == row["c"] == row["k"] else f" g{row['groups']}"
+    return text
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence]) -> List[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def group_by(rows, *keys) -> Dict[tuple, list]:
+    groups: Dict[tuple, list] = defaultdict(list)
+    for row in rows:
+        groups[tuple(row[k] for k in keys)].append(row)
+    return groups
+
+
+def impl_order(rows) -> List[str]:
+    """cudnn, auto, the registry's algorithms in order of appearance, then the rest."""
+    seen = []
+    for row in rows:
+        if row["impl"] not in seen:
+            seen.append(row["impl"])
+    head = [name for name in ("cudnn", "auto") if name in seen]
+    return head + [name for name in seen if name not in head]
+
+
+def speedup_summary(rows) -> Dict[str, dict]:
+    """Per implementation (other than cuDNN): geomean speedup over cuDNN across the layers it
+    ran on, weighted by each layer's count in the network and unweighted, plus the network's
+    conv time (sum of count x ms) relative to cuDNN's on the same layers."""
+    by_layer = group_by(rows, "layer")
+    summary = {}
+    for impl in impl_order(rows):
+        if impl == "cudnn":
+            continue
+        speedups, weights, ours_total, cudnn_total = [], [], 0.0, 0.0
+        for layer_rows in by_layer.values():
+            mine = next((r for r in layer_rows if r["impl"] == impl and r["speedup"]), None)
+            cudnn = next((r for r in layer_rows if r["impl"] == "cudnn" and r["ms"]), None)
+            if mine is None or cudnn is None:
+                continue
+            speedups.append(mine["speedup"])
+            weights.append(mine["count"])
+            ours_total += mine["count"] * mine["ms"]
+            cudnn_total += mine["count"] * cudnn["ms"]
+        if speedups:
+            summary[impl] = dict(
+                layers=len(speedups), weighted=geomean(speedups, weights), unweighted=geomean(speedups),
+                time_ratio=cudnn_total / ours_total if ours_total else None,
+            )
+    return summary
+
+
+def winners(rows) -> Dict[str, int]:
+    """How many layers each implementation is fastest on (``auto`` excluded: it is one of the others)."""
+    wins: Dict[str, int] = defaultdict(int)
+    for layer_rows in group_by(rows, "layer").values():
+        timed = [r for r in layer_rows if r["ms"] and r["impl"] != "auto"]
+        if timed:
+            wins[min(timed, key=lambda r: r["ms"])["impl"]] += 1
+    return dict(wins)
+
+
+def flop_section(layers: List[dict], algorithms: Sequence[str]) -> List[str]:
+    lines = ["Per image (batch 1) at the real layer shapes; batch N multiplies every count by N. The "
+             "algorithm columns give the multiplies the algorithm performs as a fraction of the direct "
+             "definition's MACs (Winograd's transforms excluded; see `kernels.conv2d_flops`); `-` where "
+             "the algorithm does not apply.", ""]
+    header = ["layer", "count", "shape", "MMACs", "MMACs × count", *algorithms]
+    body = []
+    for layer in layers:
+        cells = [layer["layer"], layer["count"], _shape(layer), f"{layer['macs'] / 1e6:.1f}",
+                 f"{layer['count'] * layer['macs'] / 1e6:.1f}"]
+        for name in algorithms:
+            mult = layer["multiplies"].get(name)
+            cells.append("-" if mult is None else f"{mult / layer['macs']:.2f}")
+        body.append(cells)
+    total = sum(layer["count"] * layer["macs"] for layer in layers)
+    totals = ["**total**", sum(layer["count"] for layer in layers), "", "", f"**{total / 1e6:.1f}**"]
+    for name in algorithms:
+        covered = [layer for layer in layers if name in layer["multiplies"]]
+        if covered:
+            mult = sum(layer["count"] * layer["multiplies"][name] for layer in covered)
+            macs = sum(layer["count"] * layer["macs"] for layer in covered)
+            totals.append(f"{mult / macs:.2f} ({len(covered)} layers)")
+        else:
+            totals.append("-")
+    return lines + _table(header, body + [totals])
+
+
+def gpu_layer_table(rows) -> List[str]:
+    impls = impl_order(rows)
+    header = ["layer", "count", "shape", "GFLOP"] + [
+        f"{name} ms" + ("" if name == "cudnn" else " (× cuDNN)") for name in impls
+    ] + ["fastest", "cuDNN TFLOP/s (% peak, bound)", "max rel. err (impl)"]
+    body = []
+    for layer_rows in group_by(rows, "layer").values():
+        first = layer_rows[0]
+        by_impl = {r["impl"]: r for r in layer_rows}
+        cells = [first["layer"], first["count"], _shape(first), f"{2 * first['macs'] / 1e9:.2f}"]
+        for name in impls:
+            r = by_impl.get(name)
+            if r is None:
+                cells.append("")
+            elif r["ms"] is None:
+                cells.append("failed")
+            else:
+                mark = "" if r["ok"] else " ✗"
+                cells.append(f"{r['ms']:.3f}" + (f" ({r['speedup']:.2f}×)" if r["speedup"] else "") + mark)
+        timed = [r for r in layer_rows if r["ms"] and r["impl"] != "auto"]
+        cells.append(min(timed, key=lambda r: r["ms"])["impl"] if timed else "-")
+        c = by_impl.get("cudnn")
+        cells.append(f"{c['tflops']:.1f} ({c['pct_peak']:.0f}%, {c['bound']})" if c and c.get("pct_peak") is not None
+                     else (f"{c['tflops']:.1f}" if c and c["tflops"] else "-"))
+        ours = [r for r in layer_rows if r["rel_err"] is not None and r["impl"] != "cudnn"]
+        worst = max(ours, key=lambda r: r["rel_err"], default=None)
+        cells.append(f"{worst['rel_err']:.1e} ({worst['impl']})" if worst else "-")
+        body.append(cells)
+    return _table(header, body)
+
+
+def cpu_layer_table(rows) -> List[str]:
+    impls = impl_order(rows)
+    header = ["layer", "count", "real shape", "run shape (scaled)"] + [f"{name}: rel. err" for name in impls] + [
+        "interpreter s (all impls)"]
+    body = []
+    for layer_rows in group_by(rows, "layer").values():
+        first = layer_rows[0]
+        by_impl = {r["impl"]: r for r in layer_rows}
+        real = first.get("full", first)
+        cells = [first["layer"], first["count"], _shape(real), f"{first['n']}x{_shape(first)}"]
+        for name in impls:
+            r = by_impl.get(name)
+            if r is None:
+                cells.append("")
+            elif r["rel_err"] is None:
+                cells.append("failed")
+            else:
+                cells.append(f"{r['rel_err']:.1e}" + (" ✓" if r["ok"] else " ✗"))
+        cells.append(f"{sum(r['ms'] or 0 for r in layer_rows) / 1e3:.2f}")
+        body.append(cells)
+    return _table(header, body)
+
+
+def summary_table(rows) -> List[str]:
+    summary = speedup_summary(rows)
+    wins = winners(rows)
+    header = ["impl", "layers", "geomean × cuDNN (count-weighted)", "geomean × cuDNN (unweighted)",
+              "network conv time × cuDNN", "fastest on"]
+    body = [[name, s["layers"], f"{s['weighted']:.2f}×", f"{s['unweighted']:.2f}×",
+             _fmt(s["time_ratio"], ".2f") + "×", wins.get(name, 0)] for name, s in summary.items()]
+    body.append(["cudnn", "", "1.00×", "1.00×", "1.00×", wins.get("cudnn", 0)])
+    return _table(header, body)
+
+
+def _model_name(m) -> str:
+    args = ", ".join(f"{k}={v}" for k, v in (m.get("builder_args") or {}).items())
+    return f"{m['model']} ({args})" if args else m["model"]
+
+
+def model_table(models, on_gpu: bool) -> List[str]:
+    impls = [name for name in ("eager", "compile", "kernels", "kernels_fused") if any(m["impl"] == name for m in models)]
+    if on_gpu:
+        columns = [f"{name} ms" + ("" if name == "eager" else " (× eager)") for name in impls]
+    else:
+        columns = [f"{name}: correct (interpreter s)" if name != "eager" else "eager (PyTorch CPU)" for name in impls]
+    header = ["model", "batch", "image", "precision", "layout"] + columns + ["max rel. err vs fp32 eager"]
+    body = []
+    for key, group in group_by(models, "model", "batch", "image", "precision", "layout").items():
+        by_impl = {m["impl"]: m for m in group}
+        cells = [_model_name(group[0])] + list(key[1:])
+        for name in impls:
+            m = by_impl.get(name)
+            if m is None:
+                cells.append("")
+            elif m["ms"] is None:
+                cells.append("failed")
+            elif on_gpu:
+                cells.append(f"{m['ms']:.2f}" + (f" ({m['speedup_vs_eager']:.2f}×)" if m["speedup_vs_eager"] else "")
+                             + ("" if m["ok"] else " ✗"))
+            elif name == "eager":
+                cells.append("reference")
+            else:
+                cells.append(("✓" if m["ok"] else "✗") + f" ({m['ms'] / 1e3:.1f} s)")
+        errs = [(m["rel_err"], m["impl"]) for m in group if m["rel_err"] is not None and m["impl"] != "eager"]
+        cells.append(f"{max(errs)[0]:.1e} ({max(errs)[1]})" if errs else "-")
+        body.append(cells)
+    return _table(header, body)
+
+
+def headline(cases, models) -> List[str]:
+    """The numbers for the README: per suite and setting, auto and the best of ours vs cuDNN."""
+    header = ["suite", "precision", "layout", "batch", "auto × cuDNN (geomean, count-weighted)",
+              "auto: network conv time × cuDNN", "best algorithm per layer × cuDNN (geomean, weighted)"]
+    body = []
+    for key, rows in group_by(cases, "suite", "precision", "layout", "n").items():
+        auto = speedup_summary(rows).get("auto")
+        if not auto:
+            continue
+        best = []
+        for layer_rows in group_by(rows, "layer").values():
+            cudnn = next((r for r in layer_rows if r["impl"] == "cudnn" and r["ms"]), None)
+            ours = [r for r in layer_rows if r["impl"] not in ("cudnn", "auto", "inductor") and r["ms"] and r["ok"]]
+            if cudnn and ours:
+                best.append((cudnn["ms"] / min(r["ms"] for r in ours), layer_rows[0]["count"]))
+        body.append([*key, f"{auto['weighted']:.2f}×", _fmt(auto["time_ratio"], ".2f") + "×",
+                     (f"{geomean([b for b, _ in best], [c for _, c in best]):.2f}×" if best else "-")])
+    lines = _table(header, body) if body else []
+    if models:
+        lines += model_table(models, True)
+    return lines
+
+
+def method_section(meta, peaks, on_gpu: bool) -> List[str]:
+    lines = ["## How it was measured", ""]
+    if on_gpu:
+        tf = peaks.get("tflops", {})
+        lines += [
+            "* Cases: every unique `nn.Conv2d` of each network at 224×224, found by running the `cnn` model once "
+            "with forward hooks (shapes on the meta device); *count* is how often the network runs that layer.",
+            "* Implementations: `cudnn` = `torch.nn.functional.conv2d` with `torch.backends.cudnn.benchmark = True` "
+            f"(cuDNN {meta.get('cudnn')}); `auto` and every registered algorithm that applies to the layer "
+            "(`kernels.conv2d(..., algorithm=...)`).",
+            "* Timing: warm-up calls first (Triton autotuning, cuDNN's algorithm search), then "
+            "`triton.testing.do_bench` (device events, L2 flushed before each run, median). Cases whose fastest "
+            "call is under 0.1 ms are re-timed for every implementation as a CUDA graph of many unrolled calls "
+            "(`do_bench_cudagraph`, median), so launch overhead does not dominate; the `timing` field of each "
+            "JSON row says which. Inputs rotate through independent copies (several times the L2 size) so "
+            "that back-to-back calls do not hit L2.",
+            "* TFLOP/s = 2 × the direct definition's MACs / time, for every algorithm (Winograd does fewer "
+            "multiplies but is credited with the same work). % of peak: the roofline's ridge point "
+            "(measured compute peak / measured bandwidth) decides whether a layer is compute- or "
+            "memory-bound by its minimum traffic (input + weight + output once); the percentage is of that roof.",
+            f"* Peaks, measured at start: dense {peaks.get('matmul_size')}³ matmul through cuBLAS: "
+            + ", ".join(f"{name} {value:.0f} TFLOP/s" for name, value in tf.items())
+            + f"; device-to-device copy of {peaks.get('copy_bytes', 0) / 2**30:.0f} GiB: "
+            f"{peaks.get('bandwidth_gbs', 0):.0f} GB/s (read + write).",
+            "* fp32 runs twice: `float32` = IEEE (TF32 off for cuDNN, cuBLAS and our kernels), `tf32` = TF32 on.",
+            "* Correctness: each timed implementation's output on the first input set is compared with cuDNN "
+            "in fp32 with TF32 off on the same inputs: relative error = ‖out − ref‖₂ / ‖ref‖₂; ✗ marks "
+            "an error above the precision's tolerance (fp16 1e-2, bf16 5e-2, fp32 1e-4, TF32 1e-2).",
+        ]
+    else:
+        lines += [
+            "* Cases: every unique `nn.Conv2d` of each network at 224×224, found by running the `cnn` model once "
+            "with forward hooks; each is run scaled down (channels ÷16, pixels ÷14, kernel size, stride, padding, "
+            "dilation and group structure kept, so the same algorithms apply) under `TRITON_INTERPRET=1`.",
+            "* Correctness: relative error ‖out − ref‖₂ / ‖ref‖₂ against PyTorch in float64 on the same inputs.",
+            "* The times are wall-clock times of Triton's CPU interpreter (numpy), which say nothing about GPU speed.",
+            "* No cuDNN column: there is no GPU.",
+        ]
+    return lines + [""]
+
+
+def render(meta, peaks, layers, cases, models, on_gpu: bool) -> str:
+    lines = [f"# Convolution benchmarks: {meta['device']}", ""]
+    if not on_gpu:
+        lines += [INTERPRETER_WARNING, ""]
+    versions = [f"torch {meta['torch']}", f"triton {meta['triton']}"] + [
+        f"{label} {meta[key]}" for key, label in (("cuda", "CUDA"), ("cudnn", "cuDNN"), ("driver", "driver"))
+        if meta.get(key)]
+    lines += [f"{meta['date']}; {', '.join(versions)}; commit `{meta['commit']}`.", ""]
+    if on_gpu and (cases or models):
+        lines += ["## Headline", ""] + headline(cases, models)
+    for suite, suite_layers in group_by(layers, "suite").items():
+        suite = suite[0]
+        algorithms = list(dict.fromkeys(a for layer in suite_layers for a in layer["multiplies"]))
+        lines += [f"## {suite}", "", "### FLOPs", ""] + flop_section(suite_layers, algorithms)
+        for (precision, layout, n), rows in group_by([c for c in cases if c["suite"] == suite],
+                                                     "precision", "layout", "n").items():
+            lines += [f"### {precision}, {layout}, batch {n}", ""]
+            if on_gpu:
+                lines += gpu_layer_table(rows) + ["Summary over the layers:", ""] + summary_table(rows)
+            else:
+                lines += cpu_layer_table(rows)
+    if models:
+        lines += ["## End to end", ""]
+        if not on_gpu:
+            lines += ["Interpreter run at a reduced input size: correctness of each variant against eager "
+                      "PyTorch only; times are not GPU timings.", ""]
+        lines += model_table(models, on_gpu)
+    lines += method_section(meta, peaks, on_gpu)
+    return "\n".join(lines) + "\n"
