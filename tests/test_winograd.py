@@ -146,3 +146,13 @@ def test_filter_cache_skips_weights_that_require_grad(device):
     assert_close(y, F.conv2d(as_reference(x), as_reference(w), as_reference(b), padding=1),
                  torch.float32, case.reduction)
 
+
+def test_auto_routes_wide_fp16_3x3_to_winograd_f2():
+    from kernels.dispatch import choose_auto
+
+    def auto(dtype, c=64):
+        return choose_auto(kernels.ConvParams.from_shapes((32, c, 56, 56), (64, c, 3, 3), padding=1, dtype=dtype))
+
+    assert auto(torch.float16) == auto(torch.bfloat16) == "winograd_f2"
+    assert not auto(torch.float32).startswith("winograd")  # F(4x4)'s 10x error is not a silent default
+    assert not auto(torch.float16, c=16).startswith("winograd")
