@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=15
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 compile-check: $(STAMP)
 	env -u TRITON_INTERPRET $(BIN)/python -m kernels.compile_check

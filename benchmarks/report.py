@@ -179,7 +179,7 @@ def summary_table(rows) -> List[str]:
     summary = speedup_summary(rows)
     wins = winners(rows)
     header = ["impl", "layers", "geomean × cuDNN (count-weighted)", "geomean × cuDNN (unweighted)",
-              "network conv time × cuDNN", "fastest on"]
+              "speedup on the network's total conv time", "fastest on (layers)"]
     body = [[name, s["layers"], f"{s['weighted']:.2f}×", f"{s['unweighted']:.2f}×",
              _fmt(s["time_ratio"], ".2f") + "×", wins.get(name, 0)] for name, s in summary.items()]
     body.append(["cudnn", "", "1.00×", "1.00×", "1.00×", wins.get("cudnn", 0)])
@@ -223,8 +223,8 @@ def model_table(models, on_gpu: bool) -> List[str]:
 
 def headline(cases, models) -> List[str]:
     """The numbers for the README: per suite and setting, auto and the best of ours vs cuDNN."""
-    header = ["suite", "precision", "layout", "batch", "auto × cuDNN (geomean, count-weighted)",
-              "auto: network conv time × cuDNN", "best algorithm per layer × cuDNN (geomean, weighted)"]
+    header = ["suite", "precision", "layout", "batch", "auto: speedup over cuDNN (geomean, count-weighted)",
+              "auto: speedup on the network's total conv time", "best of our algorithms per layer (geomean, weighted)"]
     body = []
     for key, rows in group_by(cases, "suite", "precision", "layout", "n").items():
         auto = speedup_summary(rows).get("auto")

@@ -1,0 +1,144 @@
+"""The benchmark machinery (``python -m benchmarks``) in its CPU mode, plus its GPU report path
+on synthetic timings (no GPU here: the figures fed in below are made up for the test and
+never written to benchmarks/results)."""
+import json
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+import benchmarks.run as bench_run
+import cnn
+from benchmarks.layers import eligible_algorithms
+from benchmarks.networks import SUITES, conv_layers, scaled_down, suite_cases
+from benchmarks.report import geomean, render, speedup_summary, winners
+from benchmarks.timing import bound_and_fraction
+
+CASE_KEYS = {"suite", "layer", "count", "n", "c", "h", "w", "k", "r", "s", "stride", "padding", "dilation",
+             "groups", "dtype", "layout", "impl", "ms", "tflops", "rel_err"}
+MODEL_KEYS = {"model", "batch", "dtype", "layout", "impl", "ms"}
+
+
+class Tiny(nn.Module):
+    """A stem, the same depthwise block twice, a 1x1 head: three unique convs, one used twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(cnn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.blocks = nn.Sequential(*[
+            nn.Sequential(cnn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8), nn.ReLU6())
+            for _ in range(2)])
+        self.head = cnn.Conv2d(8, 16, 1)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)))
+
+
+def test_conv_layers_finds_each_unique_layer_with_its_count():
+    with torch.device("meta"):
+        model = Tiny()
+    cases = conv_layers(model, (1, 3, 224, 224), "tiny")
+    assert [(c.layer, c.count, c.c, c.h, c.k, c.r, c.stride, c.groups, c.bias) for c in cases] == [
+        ("stem.0", 1, 3, 224, 8, 3, 2, 1, False),
+        ("blocks.0.0", 2, 8, 112, 8, 3, 1, 8, False),
+        ("head", 1, 8, 112, 16, 1, 1, 1, True),
+    ]
+    # The model is left as it was: its convolutions still run on our kernels.
+    assert all(type(m) is cnn.Conv2d and "forward" not in m.__dict__ for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+# Published GMACs (conv + linear) at 224x224 and the networks' conv-layer counts; the linear
+# layers' MACs are subtracted to compare the convolutions alone.
+NETWORKS = {
+    "resnet50": (4.089e9 - 2048 * 1000, 53),
+    "vgg16": (15.47e9 - (25088 * 4096 + 4096 * 4096 + 4096 * 1000), 13),
+    "mobilenet_v2": (0.301e9 - 1280 * 1000, 52),
+}
+
+
+@pytest.mark.parametrize("suite", list(SUITES))
+def test_suite_cases_match_the_published_network(suite):
+    cases = suite_cases(suite, batch=1)
+    macs = sum(c.count * c.k * c.c // c.groups * c.r * c.s * math.ceil(c.h / c.stride) * math.ceil(c.w / c.stride)
+               for c in cases)
+    published_macs, convs = NETWORKS[suite]
+    assert sum(c.count for c in cases) == convs
+    assert abs(macs - published_macs) / published_macs < 0.005
+    # Scaling a layer down for the interpreter keeps the algorithms that apply to it.
+    for case in cases:
+        assert eligible_algorithms(scaled_down(case, 16, 14)) == eligible_algorithms(case), case.layer
+
+
+def test_cpu_run_writes_the_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(SUITES, "tiny", lambda **kwargs: Tiny())
+    monkeypatch.setattr(bench_run, "CPU_MODELS", {"tiny": {}})
+    monkeypatch.setattr(bench_run, "CPU_MODEL_IMAGE", 16)
+    assert bench_run.main(["--suites", "tiny", "--out", str(tmp_path)]) == 0
+    assert "NOT GPU timings" in capsys.readouterr().out
+
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert {"device", "torch", "triton", "cudnn", "commit", "peaks", "cases", "models"} <= set(data)
+    assert data["interpreter"] and data["peaks"] == {}
+    impls = {row["impl"] for row in data["cases"]}
+    assert {"auto", "im2col"} <= impls and "cudnn" not in impls
+    for row in data["cases"]:
+        assert CASE_KEYS <= set(row)
+        assert row["ok"] and row["rel_err"] < 1e-5 and row["ms"] > 0
+        assert row["tflops"] is None and row["speedup"] is None  # no speed figures from the interpreter
+        assert row["full"]["h"] > row["h"]  # run scaled down, real shape recorded
+    assert {row["layer"] for row in data["cases"]} == {"stem.0", "blocks.0.0", "head"}
+    assert {(m["impl"], m["ok"]) for m in data["models"]} >= {("eager", True), ("kernels", True)}
+    assert all(MODEL_KEYS <= set(m) for m in data["models"])
+    report = (tmp_path / "report.md").read_text()
+    assert "NOT GPU timings" in report and "## Headline" not in report
+    assert "× cuDNN" not in report and "× eager" not in report and "TFLOP/s" not in report
+    png = (tmp_path / "multiplies_tiny.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+
+
+def _row(layer, count, impl, ms, **extra):
+    row = dict(suite="net", layer=layer, count=count, n=32, c=64, h=56, w=56, k=64, r=3, s=3, stride=1, padding=1,
+               dilation=1, groups=1, bias=False, dtype="float16", tf32=False, precision="float16",
+               layout="channels_last", impl=impl, algorithm=None if impl == "cudnn" else "im2col", ms=ms,
+               timing="do_bench", tflops=2 * 3.7e9 / (ms * 1e-3) / 1e12, pct_peak=50.0, bound="compute",
+               intensity=100.0, speedup=None, rel_err=1e-4, ok=True, macs=3.7e9, multiplies=3.7e9)
+    row.update(extra)
+    return row
+
+
+def test_gpu_summary_statistics_on_synthetic_timings(tmp_path):
+    # cuDNN takes 1 ms on layer a (count 3) and 2 ms on layer b (count 1); ours is 2x faster on a, 2x slower on b.
+    rows = [_row("a", 3, "cudnn", 1.0), _row("a", 3, "im2col", 0.5, speedup=2.0),
+            _row("b", 1, "cudnn", 2.0), _row("b", 1, "im2col", 4.0, speedup=0.5)]
+    summary = speedup_summary(rows)["im2col"]
+    assert summary["unweighted"] == pytest.approx(1.0)
+    assert summary["weighted"] == pytest.approx(2 ** 0.5)  # exp((3 ln 2 - ln 2) / 4)
+    assert summary["time_ratio"] == pytest.approx((3 * 1 + 2) / (3 * 0.5 + 4))
+    assert winners(rows) == {"im2col": 1, "cudnn": 1}
+    assert geomean([1, 4]) == pytest.approx(2.0)
+
+    meta = dict(device="Synthetic GPU", torch="x", triton="y", cudnn=1, commit="c", date="d")
+    peaks = dict(tflops={"float16": 100.0}, bandwidth_gbs=1000.0, matmul_size=8192, copy_bytes=2**30)
+    layers = [dict(suite="net", layer=name, count=count, c=64, h=56, w=56, k=64, r=3, s=3, stride=1, padding=1,
+                   dilation=1, groups=1, bias=False, macs=1e8, auto="im2col", multiplies={"im2col": 1e8})
+              for name, count in (("a", 3), ("b", 1))]
+    models = [dict(model="net", batch=32, image=224, dtype="float16", tf32=False, precision="float16",
+                   layout="channels_last", impl=impl, ms=ms, timing="do_bench", speedup_vs_eager=speedup,
+                   rel_err=1e-3 if impl != "eager" else 0.0, ok=True)
+              for impl, ms, speedup in (("eager", 10.0, None), ("kernels", 8.0, 1.25))]
+    text = render(meta, peaks, layers, rows, models, on_gpu=True)
+    assert "## Headline" in text and "1.41×" in text and "1.25×" in text and "NOT GPU" not in text
+
+    from benchmarks.plots import write_all
+
+    paths = write_all(tmp_path, layers, rows, peaks, on_gpu=True)
+    assert sorted(p.name for p in paths) == ["multiplies_net.png", "roofline_float16_channels_last_b32.png",
+                                            "speedup_net_float16_channels_last_b32.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
+
+
+def test_roofline_bound_follows_the_ridge_point():
+    peaks = dict(tflops={"float16": 100.0}, bandwidth_gbs=1000.0)  # ridge at 100 FLOP/byte
+    assert bound_and_fraction(2e12, 1e10, 40.0, peaks, "float16") == ("compute", pytest.approx(0.5))
+    assert bound_and_fraction(1e9, 1e9, 2.0, peaks, "float16") == ("memory", pytest.approx(0.5))
