@@ -197,7 +197,8 @@ def model_table(models, on_gpu: bool) -> List[str]:
         columns = [f"{name} ms" + ("" if name == "eager" else " (× eager)") for name in impls]
     else:
         columns = [f"{name}: correct (interpreter s)" if name != "eager" else "eager (PyTorch CPU)" for name in impls]
-    header = ["model", "batch", "image", "precision", "layout"] + columns + ["max rel. err vs fp32 eager"]
+    header = ["model", "batch", "image", "precision", "layout"] + columns + [
+        "rel. err vs fp32 eager: eager itself", "ours (worst)"]
     body = []
     for key, group in group_by(models, "model", "batch", "image", "precision", "layout").items():
         by_impl = {m["impl"]: m for m in group}
@@ -215,7 +216,9 @@ def model_table(models, on_gpu: bool) -> List[str]:
                 cells.append("reference")
             else:
                 cells.append(("✓" if m["ok"] else "✗") + f" ({m['ms'] / 1e3:.1f} s)")
-        errs = [(m["rel_err"], m["impl"]) for m in group if m["rel_err"] is not None and m["impl"] != "eager"]
+        eager = by_impl.get("eager")
+        cells.append(_fmt(eager and eager["rel_err"], ".1e"))
+        errs = [(m["rel_err"], m["impl"]) for m in group if m["rel_err"] is not None and m["impl"] not in ("eager", "compile")]
         cells.append(f"{max(errs)[0]:.1e} ({max(errs)[1]})" if errs else "-")
         body.append(cells)
     return _table(header, body)

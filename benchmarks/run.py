@@ -177,9 +177,10 @@ def main(argv=None) -> int:
     print("wrote " + ", ".join(str(p) for p in paths))
     if not ON_GPU:
         print("(interpreter run: the times in this report are NOT GPU timings)")
-    wrong = [r for r in results.cases + results.models if not r["ok"]]
+    wrong = [r for r in results.cases + results.models if not r["ok"] or r["ms"] is None]
     for r in wrong:
         where = r.get("layer") or f"end to end b{r['batch']}"
-        print(f"WRONG: {r.get('suite', r.get('model'))} {where} {r['precision']} {r['layout']} {r['impl']}: "
-              f"rel_err {r['rel_err']} {r['timing'] if r['ms'] is None else ''}", file=sys.stderr)
+        problem = r["timing"] if r["ms"] is None else f"relative error {r['rel_err']:.2e}"
+        print(f"WRONG: {r.get('suite', r.get('model'))} {where} {r['precision']} {r['layout']} {r['impl']}: {problem}",
+              file=sys.stderr)
     return 1 if wrong else 0

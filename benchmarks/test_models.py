@@ -28,7 +28,7 @@ def test_model(benchmark, model_name, impl, bench_rounds, request):
     builder_args = {} if ON_GPU else CPU_MODELS[model_name]
     with torch.no_grad(), precision_mode(precision):
         variants = build_variants(model_name, precision, options.bench_layout, compile_model=impl == "compile",
-                                  builder_args=builder_args)
+                                  image=image, builder_args=builder_args)
         if impl not in variants:
             pytest.skip(f"{impl} is not available yet (cnn.fuse missing?)")
         model = variants[impl]
