@@ -33,6 +33,23 @@ from .winograd_transforms import F2, F4, FILTER_CACHE, TILES, WinogradTile, kern
 
 
 @triton.jit
+def _position_products(transform, patches, u_ptr, slots, c, c_ok, k, k_ok, su_pos, su_c, acc,
+                       POSITIONS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+                       ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """acc[s] += (B^T d B)[s] @ U[s] for one group of tile-position slots s (a batched tl.dot).
+
+    transform: [S, positions] rows of kron(B^T, B^T); patches: [positions, BLOCK_T*BLOCK_C]
+    input tiles. The transform accumulates in fp32: its small integer coefficients are exact
+    in fp16/bf16, so this is the fp32 transform, rounded once to the GEMM's input dtype.
+    """
+    v = tl.dot(transform, patches, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+    v = tl.reshape(v, (transform.shape[0], BLOCK_T, BLOCK_C)).to(u_ptr.dtype.element_ty)
+    u = tl.load(u_ptr + slots[:, None, None] * su_pos + c[None, :, None] * su_c + k[None, None, :],
+                mask=(slots < POSITIONS)[:, None, None] & c_ok[None, :, None] & k_ok[None, None, :], other=0.0)
+    return tl.dot(v, u, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+
+
+@triton.jit
 def _winograd_forward_kernel(
     x_ptr, u_ptr, bt_ptr, at_ptr, out_ptr, bias_ptr, scale_ptr, shift_ptr, res_ptr,
     N, H, W, P, Q, C, K, TILES_H, TILES_W,
@@ -41,7 +58,8 @@ def _winograd_forward_kernel(
     so_n, so_k, so_p, so_q,
     sr_n, sr_k, sr_p, sr_q,
     pad_h, pad_w,
-    M_OUT: tl.constexpr, POSITIONS_PAD: tl.constexpr, OUTPUTS_PAD: tl.constexpr,
+    M_OUT: tl.constexpr, POSITIONS_PAD: tl.constexpr, SLOTS_A: tl.constexpr, SLOTS_B: tl.constexpr,
+    OUTPUTS_PAD: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
     ACTIVATION: tl.constexpr, ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
     USE_INT64: tl.constexpr,
@@ -49,10 +67,11 @@ def _winograd_forward_kernel(
 ):
     """Each program computes BLOCK_T output tiles (M_OUT x M_OUT pixels) x BLOCK_N channels.
 
-    Grid: (tiles of the N*TILES_H*TILES_W x K problem,). Tile position (a, b) of the
-    (M_OUT+2)^2 input tile is flattened to a*(M_OUT+2)+b; positions past (M_OUT+2)^2 up to
-    POSITIONS_PAD are padding (masked loads, zero transform rows). The loop over channel
-    blocks transforms the input block and accumulates one GEMM per position.
+    Grid: (tiles of the N*TILES_H*TILES_W x K problem,). Position (a, b) of the
+    (M_OUT+2)^2 input tile is flattened to a*(M_OUT+2)+b and loaded into POSITIONS_PAD rows
+    (a power of two). The elementwise stage runs on slots: SLOTS_A (all 16 of F(2x2)) and,
+    when SLOTS_B > 0, a second group (F(4x4): 32 + 16 slots for 36 positions); slots past
+    the last position have zero transform rows and masked filter loads.
     """
     ALPHA: tl.constexpr = M_OUT + 2
     pid = tl.program_id(0)
@@ -74,35 +93,39 @@ def _winograd_forward_kernel(
 
     # Input pixel of every (position, tile): [POSITIONS_PAD, BLOCK_T].
     pos = tl.arange(0, POSITIONS_PAD)
-    pos_ok = pos < ALPHA * ALPHA
     h = th[None, :] * M_OUT - pad_h + (pos // ALPHA)[:, None]
     w = tw[None, :] * M_OUT - pad_w + (pos % ALPHA)[:, None]
-    in_ok = pos_ok[:, None] & mask_t[None, :] & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+    in_ok = (pos < ALPHA * ALPHA)[:, None] & mask_t[None, :] & (h >= 0) & (h < H) & (w >= 0) & (w < W)
     x_rows = n[None, :] * sx_n + h * sx_h + w * sx_w
-    input_transform = tl.load(bt_ptr + pos[:, None] * POSITIONS_PAD + pos[None, :])
-    u_pos = pos.to(k.dtype) * su_pos
     offs_c = tl.arange(0, BLOCK_C)
 
-    acc = tl.zeros((POSITIONS_PAD, BLOCK_T, BLOCK_N), dtype=ACC_DTYPE)
+    slots_a = tl.arange(0, SLOTS_A).to(k.dtype)
+    transform_a = tl.load(bt_ptr + slots_a[:, None] * POSITIONS_PAD + pos[None, :])
+    acc_a = tl.zeros((SLOTS_A, BLOCK_T, BLOCK_N), dtype=ACC_DTYPE)
+    if SLOTS_B > 0:
+        slots_b = SLOTS_A + tl.arange(0, SLOTS_B).to(k.dtype)
+        transform_b = tl.load(bt_ptr + slots_b[:, None] * POSITIONS_PAD + pos[None, :])
+        acc_b = tl.zeros((SLOTS_B, BLOCK_T, BLOCK_N), dtype=ACC_DTYPE)
     for c0 in range(0, C, BLOCK_C):
         c = c0 + offs_c
         c_ok = c < C
         d = tl.load(x_ptr + x_rows[:, :, None] + c[None, None, :] * sx_c,
                     mask=in_ok[:, :, None] & c_ok[None, None, :], other=0.0)
-        # B^T d B for every (tile, channel) at once, accumulated in fp32: the transform's
-        # small integer coefficients are exact in fp16/bf16, so this is the fp32 transform.
-        v = tl.dot(input_transform, tl.reshape(d, (POSITIONS_PAD, BLOCK_T * BLOCK_C)),
-                   input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
-        v = tl.reshape(v, (POSITIONS_PAD, BLOCK_T, BLOCK_C)).to(x_ptr.dtype.element_ty)
-        u = tl.load(u_ptr + u_pos[:, None, None] + c[None, :, None] * su_c + k[None, None, :],
-                    mask=pos_ok[:, None, None] & c_ok[None, :, None] & mask_n[None, None, :], other=0.0)
-        acc = tl.dot(v, u, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+        patches = tl.reshape(d, (POSITIONS_PAD, BLOCK_T * BLOCK_C))
+        acc_a = _position_products(transform_a, patches, u_ptr, slots_a, c, c_ok, k, mask_n, su_pos, su_c, acc_a,
+                                   ALPHA * ALPHA, BLOCK_T, BLOCK_C, ACC_DTYPE, DOT_PRECISION)
+        if SLOTS_B > 0:
+            acc_b = _position_products(transform_b, patches, u_ptr, slots_b, c, c_ok, k, mask_n, su_pos, su_c,
+                                       acc_b, ALPHA * ALPHA, BLOCK_T, BLOCK_C, ACC_DTYPE, DOT_PRECISION)
 
-    # A^T M A: rows of the result are (output pixel o within the tile, tile).
+    # A^T M A in fp32: rows of the result are (output pixel o within the tile, tile).
     outs = tl.arange(0, OUTPUTS_PAD)
-    output_transform = tl.load(at_ptr + outs[:, None] * POSITIONS_PAD + pos[None, :]).to(ACC_DTYPE)
-    y = tl.dot(output_transform, tl.reshape(acc, (POSITIONS_PAD, BLOCK_T * BLOCK_N)),
-               input_precision="ieee", out_dtype=ACC_DTYPE)
+    at_rows = at_ptr + outs[:, None] * (SLOTS_A + SLOTS_B)
+    y = tl.dot(tl.load(at_rows + slots_a[None, :]).to(ACC_DTYPE),
+               tl.reshape(acc_a, (SLOTS_A, BLOCK_T * BLOCK_N)), input_precision="ieee", out_dtype=ACC_DTYPE)
+    if SLOTS_B > 0:
+        y = tl.dot(tl.load(at_rows + slots_b[None, :]).to(ACC_DTYPE),
+                   tl.reshape(acc_b, (SLOTS_B, BLOCK_T * BLOCK_N)), y, input_precision="ieee", out_dtype=ACC_DTYPE)
     y = tl.reshape(y, (OUTPUTS_PAD * BLOCK_T, BLOCK_N))
     p = th[None, :] * M_OUT + (outs // M_OUT)[:, None]
     q = tw[None, :] * M_OUT + (outs % M_OUT)[:, None]
@@ -122,7 +145,8 @@ _KEY = ["N", "H", "W", "C", "K", "ACC_DTYPE", "DOT_PRECISION", "USE_INT64"]
 
 
 def _examples(m_out: int, tile: WinogradTile):
-    sizes = dict(M_OUT=m_out, POSITIONS_PAD=tile.padded_positions, OUTPUTS_PAD=tile.padded_outputs)
+    sizes = dict(M_OUT=m_out, POSITIONS_PAD=tile.padded_positions, SLOTS_A=tile.slot_groups[0],
+                 SLOTS_B=tile.slot_groups[1], OUTPUTS_PAD=tile.padded_outputs)
     plain = dict(HAS_BIAS=True, HAS_SCALE=False, HAS_RESIDUAL=False, ACTIVATION=0, USE_INT64=False)
     return [
         # channels_last activations: c (and the transformed filter's k) contiguous.
@@ -140,8 +164,8 @@ def _examples(m_out: int, tile: WinogradTile):
 # H100 configs, from the sm_90 compile report: none spills in the fp16 channels_last variant.
 # Every position holds its own [BLOCK_T, BLOCK_C] and [BLOCK_C, BLOCK_N] operand tiles and
 # [BLOCK_T, BLOCK_N] accumulator, so the tiles are small: F(2x2) (16 positions) with 16x16x16
-# tiles already carries the operands of a 128x128x32 GEMM tile. F(4x4) pads its 36 positions
-# to 64 and fits only the minimum tile (every tl.dot dimension >= 16), at 255 registers.
+# tiles already carries the operands of a 128x128x32 GEMM tile. F(4x4) (48 slots for its 36
+# positions) fits only the minimum tile (every tl.dot dimension >= 16), at 254 registers.
 WINOGRAD_F2_FORWARD = TunedKernel(
     _winograd_forward_kernel,
     configs=[
@@ -203,7 +227,8 @@ def winograd_forward(tile: WinogradTile, x, w, bias, params: ConvParams, *,
         params.n, params.h, params.w, params.p, params.q, params.c, params.k, tiles_h, tiles_w,
         *x.stride(), u.stride(0), u.stride(1), *out.stride(), *res.stride(),
         params.pad_top, params.pad_left,
-        M_OUT=tile.m, POSITIONS_PAD=tile.padded_positions, OUTPUTS_PAD=tile.padded_outputs,
+        M_OUT=tile.m, POSITIONS_PAD=tile.padded_positions, SLOTS_A=tile.slot_groups[0],
+        SLOTS_B=tile.slot_groups[1], OUTPUTS_PAD=tile.padded_outputs,
         HAS_BIAS=bias is not None, HAS_SCALE=scale is not None, HAS_RESIDUAL=residual is not None,
         ACTIVATION=activation, ACC_DTYPE=acc_dtype(params.dtype), DOT_PRECISION=dot_precision(params.dtype),
         USE_INT64=needs_int64(x, u, out, res),
@@ -218,7 +243,7 @@ def winograd_counts(tile: WinogradTile, params: ConvParams) -> Dict[str, int]:
     tiles count whole). ``*_transform_flops``: adds and multiplies of the separable
     transforms (one per nonzero matrix entry, applied to rows then columns).
     ``kernel_multiplies``: what this kernel issues for the elementwise stage, with the
-    position axis padded to a power of two (F(4x4): 64 slots for 36 positions).
+    positions in power-of-two slot groups (F(4x4): 32 + 16 slots for 36 positions).
     """
     tiles = params.n * triton.cdiv(params.p, tile.m) * triton.cdiv(params.q, tile.m)
     a, m = tile.alpha, tile.m
@@ -228,7 +253,7 @@ def winograd_counts(tile: WinogradTile, params: ConvParams) -> Dict[str, int]:
         "input_transform_flops": tiles * params.c * 2 * a * nonzeros(tile.BT),
         "filter_transform_flops": params.c * params.k * (3 + a) * nonzeros(tile.G),
         "output_transform_flops": tiles * params.k * (a + m) * nonzeros(tile.AT),
-        "kernel_multiplies": tiles * tile.padded_positions * params.c * params.k,
+        "kernel_multiplies": tiles * sum(tile.slot_groups) * params.c * params.k,
     }
 
 

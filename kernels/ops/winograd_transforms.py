@@ -5,8 +5,9 @@ For an (m+2) x (m+2) input tile d and a 3 x 3 filter g (Lavin & Gray, 2015):
     Y = A^T [ (G g G^T) (*) (B^T d B) ] A        (*) = elementwise product
 
 The kernel works on flattened tiles, so each two-sided transform X^T z X becomes one matrix
-product with kron(X^T, X^T). Tile positions are padded to a power of two (Triton's block
-shapes must be), with zero rows / columns, so padded positions contribute nothing.
+product with kron(X^T, X^T). Triton's block shapes are powers of two, so positions are
+padded (zero rows / columns: padding contributes nothing): the input patch to
+``padded_positions``, the elementwise stage to ``slot_groups``.
 """
 from __future__ import annotations
 
@@ -47,6 +48,17 @@ class WinogradTile:
     def padded_positions(self) -> int:
         """alpha^2 rounded up to a power of two: the kernel's position axis."""
         return _next_pow2(self.positions)
+
+    @property
+    def slot_groups(self) -> Tuple[int, int]:
+        """The elementwise stage's position slots: power-of-two groups covering alpha^2.
+
+        F(2x2): (16, 0). F(4x4): (32, 16) rather than one group of 64: 48 slots for 36
+        positions. A second group under 16 would need a tl.dot dimension under 16.
+        """
+        first = 1 << (self.positions.bit_length() - 1)
+        rest = self.positions - first
+        return (first, 0) if rest == 0 else (first, max(16, _next_pow2(rest)))
 
     @property
     def padded_outputs(self) -> int:
@@ -100,7 +112,7 @@ _MATRIX_CACHE: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def kernel_matrices(tile: WinogradTile, dtype: torch.dtype, device) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(input transform [PP, PP], output transform [MP, PP]) for the kernel, zero-padded.
+    """(input transform [slots, PP], output transform [MP, slots]) for the kernel, zero-padded.
 
     Row-major flattening: position (a, b) of a tile is a * alpha + b. Entries are small
     integers (products of 1, 2, 4, 5, 8), exact in fp16 and bf16. These are constants
@@ -109,10 +121,10 @@ def kernel_matrices(tile: WinogradTile, dtype: torch.dtype, device) -> Tuple[tor
     key = (tile.name, dtype, str(device))
     if key not in _MATRIX_CACHE:
         bt, at = _matrix(tile.BT), _matrix(tile.AT)
-        pp, mp = tile.padded_positions, tile.padded_outputs
-        input_t = torch.zeros(pp, pp, dtype=torch.float64)
+        pp, mp, slots = tile.padded_positions, tile.padded_outputs, sum(tile.slot_groups)
+        input_t = torch.zeros(slots, pp, dtype=torch.float64)
         input_t[: tile.positions, : tile.positions] = torch.kron(bt, bt)
-        output_t = torch.zeros(mp, pp, dtype=torch.float64)
+        output_t = torch.zeros(mp, slots, dtype=torch.float64)
         output_t[: tile.m * tile.m, : tile.positions] = torch.kron(at, at)
         _MATRIX_CACHE[key] = (input_t.to(device, dtype).contiguous(), output_t.to(device, dtype).contiguous())
     return _MATRIX_CACHE[key]
