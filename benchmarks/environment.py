@@ -74,6 +74,15 @@ def git_commit() -> str:
     return commit
 
 
+def _auto_autotune():
+    """Whether ``algorithm="auto"`` picks by measured time (kernels.autotune_cache) or by its table."""
+    try:
+        from kernels import autotune_cache
+    except ImportError:
+        return None
+    return autotune_cache.enabled()
+
+
 def metadata() -> dict:
     """Versions and device facts recorded at the top of every report."""
     import triton
@@ -90,6 +99,7 @@ def metadata() -> dict:
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         host_cpu=platform.processor() or platform.machine(),
         python=platform.python_version(),
+        auto_timing_autotune=_auto_autotune(),
     )
     if ON_GPU:
         props = torch.cuda.get_device_properties(0)

@@ -256,7 +256,9 @@ def method_section(meta, peaks, on_gpu: bool) -> List[str]:
             "with forward hooks (shapes on the meta device); *count* is how often the network runs that layer.",
             "* Implementations: `cudnn` = `torch.nn.functional.conv2d` with `torch.backends.cudnn.benchmark = True` "
             f"(cuDNN {meta.get('cudnn')}); `auto` and every registered algorithm that applies to the layer "
-            "(`kernels.conv2d(..., algorithm=...)`).",
+            "(`kernels.conv2d(..., algorithm=...)`). `auto` "
+            + ("picked by measured time (`KERNELS_AUTOTUNE` on)." if meta.get("auto_timing_autotune")
+               else "follows the routing table (`KERNELS_AUTOTUNE` off)."),
             "* Timing: warm-up calls first (Triton autotuning, cuDNN's algorithm search), then "
             "`triton.testing.do_bench` (device events, L2 flushed before each run, median). Cases whose fastest "
             "call is under 0.1 ms are re-timed for every implementation as a CUDA graph of many unrolled calls "
