@@ -52,6 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="interpreter runs: divide channels and pixels of each layer by these")
     parser.add_argument("--out", type=Path, help="output folder (default benchmarks/results/<device>)")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of an earlier results.json in the output folder for settings this run "
+                             "does not repeat (to split a long GPU run into several commands)")
     args = parser.parse_args(argv)
     if args.full:
         args.batches = args.batches or [1, 32, 256]
@@ -96,6 +99,23 @@ class Results:
         self.models: List[dict] = []
         out_dir.mkdir(parents=True, exist_ok=True)
 
+    def merge_earlier(self, args) -> None:
+        """Adopt an earlier run's rows for the suites and settings this run does not repeat."""
+        path = self.out_dir / "results.json"
+        if not path.exists():
+            return
+        earlier = json.loads(path.read_text())
+        if earlier.get("device") != self.meta["device"]:
+            raise SystemExit(f"--merge: {path} is from {earlier.get('device')!r}, not {self.meta['device']!r}")
+        batches = set(args.batches)
+        repeated = lambda suite, n, precision, layout: (  # noqa: E731
+            suite in args.suites and n in batches and precision in args.dtypes and layout in args.layouts)
+        self.cases = [r for r in earlier.get("cases", []) if not repeated(r["suite"], r["n"], r["precision"], r["layout"])]
+        self.models = [r for r in earlier.get("models", []) if args.no_models
+                       or not repeated(r["model"], r["batch"], r["precision"], r["layout"])]
+        self.layers = [r for r in earlier.get("layers", []) if r["suite"] not in args.suites] + self.layers
+        self.meta["merged_from"] = dict(commit=earlier.get("commit"), date=earlier.get("date"))
+
     def as_json(self) -> dict:
         return dict(self.meta, peaks=self.peaks, layers=self.layers, cases=self.cases, models=self.models)
 
@@ -116,6 +136,8 @@ def run(args) -> Results:
               "Times are interpreter times, NOT GPU timings; no speedup is claimed from them.", flush=True)
     peaks = measure_peaks(args.dtypes)
     results = Results(out_dir, meta, peaks, [row for suite in args.suites for row in layer_table(suite)])
+    if args.merge:
+        results.merge_earlier(args)
     meta["settings"] = dict(suites=args.suites, batches=args.batches, dtypes=args.dtypes, layouts=args.layouts,
                             quick=args.quick, scale=None if ON_GPU else list(args.scale))
 
@@ -177,7 +199,7 @@ def main(argv=None) -> int:
     print("wrote " + ", ".join(str(p) for p in paths))
     if not ON_GPU:
         print("(interpreter run: the times in this report are NOT GPU timings)")
-    wrong = [r for r in results.cases + results.models if not r["ok"] or r["ms"] is None]
+    wrong = [r for r in results.cases + results.models if not r["ok"] or r["ms"] is None]  # incl. merged rows
     for r in wrong:
         where = r.get("layer") or f"end to end b{r['batch']}"
         problem = r["timing"] if r["ms"] is None else f"relative error {r['rel_err']:.2e}"

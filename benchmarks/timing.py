@@ -76,7 +76,9 @@ def time_call(fn: Callable[[], object], graph: bool = False, warmup_calls: int =
     torch.cuda.synchronize()
     if graph:
         try:
-            return Timing(triton.testing.do_bench_cudagraph(fn, rep=50, return_mode="median"), "cuda_graph")
+            with torch.cuda.stream(torch.cuda.Stream()):  # capture never runs on the default stream
+                ms = triton.testing.do_bench_cudagraph(fn, rep=50, return_mode="median")
+            return Timing(ms, "cuda_graph")
         except Exception as error:  # noqa: BLE001 - a call that cannot be captured keeps event timing
             torch.cuda.synchronize()
             print(f"\n  (CUDA graph capture failed, timing with events instead: {type(error).__name__}: {error})")

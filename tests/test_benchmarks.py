@@ -96,6 +96,14 @@ def test_cpu_run_writes_the_report(tmp_path, monkeypatch, capsys):
     png = (tmp_path / "multiplies_tiny.png").read_bytes()
     assert png.startswith(b"\x89PNG")
 
+    # A second run with --merge adds a precision and keeps the first run's rows.
+    assert bench_run.main(["--suites", "tiny", "--dtypes", "float16", "--no-models", "--merge",
+                           "--out", str(tmp_path)]) == 0
+    merged = json.loads((tmp_path / "results.json").read_text())
+    assert {r["precision"] for r in merged["cases"]} == {"float32", "float16"}
+    assert len(merged["cases"]) > len(data["cases"]) and merged["models"] == data["models"]
+    assert all(r["ok"] for r in merged["cases"])
+
 
 def _row(layer, count, impl, ms, **extra):
     row = dict(suite="net", layer=layer, count=count, n=32, c=64, h=56, w=56, k=64, r=3, s=3, stride=1, padding=1,
