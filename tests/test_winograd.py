@@ -154,5 +154,5 @@ def test_auto_routes_wide_fp16_3x3_to_winograd_f2():
         return choose_auto(kernels.ConvParams.from_shapes((32, c, 56, 56), (64, c, 3, 3), padding=1, dtype=dtype))
 
     assert auto(torch.float16) == auto(torch.bfloat16) == "winograd_f2"
-    assert not auto(torch.float32).startswith("winograd")  # F(4x4)'s 10x error is not a silent default
+    assert not auto(torch.float32).startswith("winograd")  # F(4x4)'s ~13x error is not a silent default
     assert not auto(torch.float16, c=16).startswith("winograd")

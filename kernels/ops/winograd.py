@@ -276,8 +276,8 @@ def choose_tile(params: ConvParams) -> str:
     """F(2x2) or F(4x4) for ``algorithm="winograd"``, from the error study in README.
 
     fp16/bf16: F(2x2). Its error is about 2x im2col's; F(4x4)'s is 8-15x (fp16 2.7e-3,
-    bf16 2.4e-2 relative), more than those formats' own rounding. fp32/fp64: F(4x4) (about
-    10x im2col's error, still ~1e-6 relative in fp32) for 4x fewer multiplies, unless the
+    bf16 2.4e-2 relative), more than those formats' own rounding. fp32/fp64: F(4x4) (up to
+    13x im2col's error, still ~1e-6 relative in fp32) for 4x fewer multiplies, unless the
     output is smaller than one 4x4 tile, where most of its work would be padding.
     """
     if params.dtype in (torch.float16, torch.bfloat16) or min(params.p, params.q) < F4.m:
