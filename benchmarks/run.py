@@ -115,6 +115,8 @@ class Results:
                        or not repeated(r["model"], r["batch"], r["precision"], r["layout"])]
         self.layers = [r for r in earlier.get("layers", []) if r["suite"] not in args.suites] + self.layers
         self.meta["merged_from"] = dict(commit=earlier.get("commit"), date=earlier.get("date"))
+        for name, value in earlier.get("peaks", {}).get("tflops", {}).items():  # ceilings of merged precisions
+            self.peaks.setdefault("tflops", {}).setdefault(name, value)
 
     def as_json(self) -> dict:
         return dict(self.meta, peaks=self.peaks, layers=self.layers, cases=self.cases, models=self.models)
