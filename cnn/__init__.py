@@ -14,6 +14,7 @@ from .resnet import (
     ResNet, resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d, resnext101_32x8d,
     resnext101_64x4d, se_resnet50, se_resnext50_32x4d, wide_resnet50_2, wide_resnet101_2,
 )
+from .transfer import find_head, freeze, replace_head, trainable_parameters, unfreeze
 from .vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
 
 # Builders with torchvision's names (the models torchvision also has), then the ones it lacks.
