@@ -99,8 +99,8 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 51
     return correct / len(x)
 
 
-def run(pretrain_images: int = 100, pretrain_epochs: int = 3, labels_per_class: int = 5, epochs: int = 8,
-        test_images: int = 100, width: int = 8, batch: int = 25, seed: int = 0, device=None) -> Dict[str, dict]:
+def run(pretrain_images: int = 75, pretrain_epochs: int = 2, labels_per_class: int = 5, epochs: int = 5,
+        test_images: int = 100, width: int = 8, batch: int = 15, seed: int = 0, device=None) -> Dict[str, dict]:
     """The whole demo; returns {method: {"accuracy", "seconds", "trainable"}} and prints a table."""
     from . import conv, transfer
 
@@ -144,13 +144,13 @@ def run(pretrain_images: int = 100, pretrain_epochs: int = 3, labels_per_class: 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pretrain-images", type=int, default=100)
-    parser.add_argument("--pretrain-epochs", type=int, default=3)
+    parser.add_argument("--pretrain-images", type=int, default=75)
+    parser.add_argument("--pretrain-epochs", type=int, default=2)
     parser.add_argument("--labels-per-class", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--test-images", type=int, default=100)
     parser.add_argument("--width", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=25)
+    parser.add_argument("--batch", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     start = time.perf_counter()

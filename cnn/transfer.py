@@ -11,7 +11,10 @@ HEAD_ATTRIBUTES = ("fc", "classifier", "head")
 
 
 def find_head(model: nn.Module) -> Tuple[str, nn.Linear]:
-    """The qualified name and module of the model's final Linear classifier."""
+    """The qualified name and module of the model's final Linear classifier (or the last child of a
+    Sequential model, when that is a Linear)."""
+    if isinstance(model, nn.Sequential) and len(model) and isinstance(model[-1], nn.Linear):
+        return str(len(model) - 1), model[-1]
     for attr in HEAD_ATTRIBUTES:
         module = getattr(model, attr, None)
         if isinstance(module, nn.Linear):
