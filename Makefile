@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# torchvision matching TORCH_SPEC, installed with --no-deps so it cannot replace the pinned torch.
+TORCHVISION_SPEC ?= torchvision==0.28.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -13,6 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet --no-deps "$(TORCHVISION_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
 	touch $(STAMP)
 
