@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import warnings
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
