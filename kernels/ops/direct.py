@@ -106,7 +106,7 @@ DIRECT_FORWARD = TunedKernel(
     ],
     key=["N", "H", "W", "P", "Q", "C_PER_GROUP", "K_PER_GROUP", "R", "S", "stride_h", "stride_w",
          "ACC_DTYPE", "USE_INT64"],
-    interpreter_config=config(BLOCK_M=32, BLOCK_N=8, GROUP_M=2, num_stages=1),
+    interpreter_config=config(BLOCK_M=64, BLOCK_N=16, GROUP_M=2, num_stages=1),
     examples=[
         # The ResNet stem in channels_last (c contiguous in input, weight and output).
         dict(constexprs=dict(_EXAMPLE, HAS_BIAS=True), dtype="fp16", ones=("sx_c", "sw_c", "so_k")),
