@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
+import torch
+
 from .params import ConvParams
 
 
@@ -34,6 +36,9 @@ class Algorithm:
     grad_input: Optional[Callable] = None
     grad_weight: Optional[Callable] = None
     description: str = ""
+    # Worst measured forward error relative to im2col's, per dtype (Winograd's transforms
+    # amplify rounding); the test sweeps scale their tolerance by it. 1.0: as exact as a GEMM.
+    error_ratio: Callable[[torch.dtype], float] = lambda dtype: 1.0
 
     def eligible(self, params: ConvParams) -> bool:
         return self.unsupported(params) is None
