@@ -47,6 +47,25 @@ def _(input, weight, bias, stride, padding, dilation, groups, algorithm):
     return _empty_like_layout(params.output_shape, input, output_channels_last(input, weight))
 
 
+@torch.library.custom_op(f"{_LIB}::conv2d_fused", mutates_args=())
+def conv2d_fused_op(
+    input: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+    residual: Optional[torch.Tensor], stride: List[int], padding: List[int], dilation: List[int],
+    groups: int, activation: int, algorithm: str,
+) -> torch.Tensor:
+    """Inference only: act(conv(input, weight) * scale + shift + residual) in one launch."""
+    params = _params(input.shape, weight.shape, stride, padding, dilation, groups, input.dtype,
+                     output_channels_last(input, weight))
+    return resolve(algorithm, params).forward(
+        input, weight, None, params, scale=scale, shift=shift, residual=residual, activation=activation)
+
+
+@conv2d_fused_op.register_fake
+def _(input, weight, scale, shift, residual, stride, padding, dilation, groups, activation, algorithm):
+    params = _params(input.shape, weight.shape, stride, padding, dilation, groups, input.dtype)
+    return _empty_like_layout(params.output_shape, input, output_channels_last(input, weight))
+
+
 @torch.library.custom_op(f"{_LIB}::conv2d_grad_input", mutates_args=())
 def conv2d_grad_input_op(
     grad_output: torch.Tensor, weight: torch.Tensor, input_shape: List[int], channels_last: bool,

@@ -21,12 +21,12 @@ under ``torch.inference_mode``) have no version counter and are never cached.
 """
 from __future__ import annotations
 
-import dataclasses
 import weakref
 from typing import Dict, Optional, Tuple, Union
 
 import torch
 
+from .autograd import conv2d_fused_op
 from .dispatch import resolve
 from .epilogue import activation_code
 from .functional import autocast_inputs, check_device
@@ -252,11 +252,10 @@ def conv2d_bn(
         residual = _check_residual(residual, out_shape, input.dtype, input.device)
         if params.unbatched:
             residual = residual.unsqueeze(0)
-    scale, shift = cached_scale_shift(bias, running_mean, running_var, bn_weight, bn_bias, eps,
-                                      _fold_dtype(params.dtype))
-    # The conv bias is inside `shift`: the kernel must not add it again.
-    params = dataclasses.replace(params, has_bias=False)
+    fold = bn_scale_shift if torch.compiler.is_compiling() else cached_scale_shift  # no weakrefs in graphs
+    scale, shift = fold(bias, running_mean, running_var, bn_weight, bn_bias, eps, _fold_dtype(params.dtype))
+    # The conv bias is inside `shift`: the kernel does not add it again.
     with torch.no_grad():
-        out = entry.forward(batched, weight, None, params, scale=scale, shift=shift,
-                            residual=residual, activation=code)
+        out = conv2d_fused_op(batched, weight, scale, shift, residual, list(params.stride), list(params.padding),
+                              list(params.dilation), params.groups, code, entry.name)
     return out.squeeze(0) if params.unbatched else out

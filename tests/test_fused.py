@@ -306,3 +306,21 @@ def test_unbatched_broadcast_residual_and_no_affine(device):
     empty = torch.randn(0, 3, 6, 5, device=device)
     with torch.no_grad():
         assert kernels.conv2d_bn(empty, w, None, *bn, padding=1).shape == (0, 4, 6, 5)
+
+
+def test_conv2d_bn_compiles_without_graph_break(device):
+    """conv2d_bn is a custom op too: torch.compile(fullgraph=True) keeps it in the graph."""
+    x = torch.randn(1, 4, 6, 6, device=device)
+    w = torch.randn(6, 4, 3, 3, device=device) / 6
+    mean, var = torch.randn(6, device=device), torch.rand(6, device=device) + 0.5
+    gamma, beta = torch.randn(6, device=device), torch.randn(6, device=device)
+    res = torch.randn(1, 6, 6, 6, device=device)
+
+    def f(x):
+        return kernels.conv2d_bn(x, w, None, mean, var, gamma, beta, padding=1, residual=res, activation="relu")
+
+    with torch.no_grad():
+        y = torch.compile(f, fullgraph=True, backend="aot_eager")(x)
+    ref = torch.relu(F.batch_norm(F.conv2d(x.double(), w.double(), padding=1), mean.double(), var.double(),
+                                  gamma.double(), beta.double()) + res.double())
+    torch.testing.assert_close(y.double().cpu(), ref.cpu(), rtol=1e-4, atol=1e-4)
