@@ -123,10 +123,10 @@ POINTWISE_GEMM = TunedKernel(
 )
 
 
-def _launch(a, b, out, params_grid, *, a_geometry, out_geometry, b_strides, red, cols, groups, dtype,
+def _launch(a, b, out, pixels, *, a_geometry, out_geometry, b_strides, red, cols, groups, dtype,
             bias=None, scale=None, shift=None, residual=None, activation=0):
-    """Run the GEMM over the (n, p, q) grid ``params_grid`` = (N, P, Q)."""
-    n, p, q = params_grid
+    """Run the GEMM over the ``pixels`` = (N, P, Q) grid of output pixels."""
+    n, p, q = pixels
     res = residual if residual is not None else out
     dummy = out  # never read: the matching HAS_* flag is off
     M = n * p * q
