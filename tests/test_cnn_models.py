@@ -9,10 +9,6 @@
   and match torchvision in float64 on fresh random inputs.
 """
 import copy
-import importlib
-import importlib.util
-import sys
-import types
 
 import pytest
 import torch
@@ -21,28 +17,11 @@ import torch.nn as nn
 import cnn
 from cnn import resnet, vgg
 from cnn.mobilenet_v1 import MobileNetV1
-
-if importlib.util.find_spec("torchvision") is None:  # `make test` installs it; say so when missing
-    pytest.skip("torchvision's model definitions are the oracle: pip install --no-deps torchvision",
-                allow_module_level=True)
-
-
-def _import_torchvision_models():
-    """torchvision's Python model definitions. On the CPU build of torch its compiled operators
-    fail to register, and the import dies registering fake kernels for them; those ops (nms,
-    roi_align...) are not needed for model definitions, so skip their registration."""
-    try:
-        return importlib.import_module("torchvision.models")
-    except (RuntimeError, OSError):
-        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-            del sys.modules[name]
-        sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
-        return importlib.import_module("torchvision.models")
-
+from torchvision_oracle import import_torchvision
 
 @pytest.fixture(scope="module")
 def tv():
-    return _import_torchvision_models()
+    return import_torchvision().models
 
 
 def layout(model):

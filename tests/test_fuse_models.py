@@ -28,26 +28,7 @@ import kernels
 from cnn.fuse import FusedConv2dBN, fuse
 from kernels.ops import common
 from kernels.tuning import TunedKernel
-
-_TORCHVISION_STUB_OPS = None
-
-
-def import_torchvision():
-    """torchvision, tolerating a compiled-ops library that does not load on this torch build.
-
-    Its meta registrations for ``torchvision::nms`` / ``qnms`` fail when ``_C.so`` did not
-    register them; defining the two schemas first lets the (pure Python) model code import.
-    """
-    global _TORCHVISION_STUB_OPS
-    try:
-        torch.ops.torchvision.nms
-    except (AttributeError, RuntimeError):
-        if _TORCHVISION_STUB_OPS is None:
-            _TORCHVISION_STUB_OPS = torch.library.Library("torchvision", "DEF")
-            for name in ("nms", "qnms"):
-                _TORCHVISION_STUB_OPS.define(f"{name}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    return pytest.importorskip("torchvision")
-
+from torchvision_oracle import import_torchvision
 
 ACTIVATIONS = {
     None: lambda t: t, "relu": F.relu, "relu6": F.relu6, "silu": F.silu,
