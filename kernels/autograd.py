@@ -8,7 +8,7 @@ ops with fake implementations, so compiled training graphs keep our Triton kerne
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import torch
 

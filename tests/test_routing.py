@@ -50,7 +50,6 @@ def test_every_route_has_a_reason_and_is_registered():
 
 def test_auto_result_matches_pytorch_on_each_route(device):
     """auto runs the routed kernel end to end (a small shape per rule)."""
-    import torch.nn.functional as F
     from reference import Case, assert_close, random_inputs, reference_conv
 
     for case in (Case(1, 3, 6, 6, 4, 3, 3, padding=1), Case(1, 16, 4, 5, 8, 1, 1),

@@ -16,12 +16,9 @@ import triton
 import triton.language as tl
 
 from ..params import ConvParams
-from ..tuning import TunedKernel, config, grouped_tile, interpreting
+from ..tuning import TunedKernel, config, grouped_tile
 from ..prepack import channels_last_weight
-from .common import GEMM_CONFIGS, GEMM_TILES, acc_dtype, dot_precision, needs_int64, new_buffer
-
-# Enough programs to fill an H100 (132 SMs) a couple of times over.
-_TARGET_PROGRAMS = 264
+from .common import GEMM_CONFIGS, GEMM_TILES, acc_dtype, dot_precision, needs_int64, new_buffer, reduction_splits
 
 
 @triton.jit
@@ -226,20 +223,6 @@ BIAS_GRAD = TunedKernel(
                    pointer_dtypes=dict(part_ptr="fp32"))],
 )
 
-# Reduction chunks are multiples of this, so every BLOCK_K / BLOCK_M divides them.
-_CHUNK_QUANTUM = 128
-
-
-def _reduction_splits(reduction: int, programs_per_split: int):
-    """Pick (splits, chunk) for a reduction of ``reduction`` terms: a fixed function of the shape."""
-    quantum = 16 if interpreting() else _CHUNK_QUANTUM
-    most = triton.cdiv(max(reduction, 1), quantum)
-    wanted = triton.cdiv(_TARGET_PROGRAMS, max(programs_per_split, 1))
-    splits = max(1, min(most, wanted))
-    chunk = triton.cdiv(triton.cdiv(max(reduction, 1), splits), quantum) * quantum
-    return triton.cdiv(max(reduction, 1), chunk), chunk
-
-
 def grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, channels_last: bool) -> torch.Tensor:
     """dx for ``params``, in channels_last or contiguous layout as asked."""
     dx = new_buffer((params.n, params.c, params.h, params.w), dy.dtype, dy.device, channels_last)
@@ -276,7 +259,7 @@ def grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams, channels_
         dw = new_buffer(shape, dy.dtype, dy.device, channels_last)
         return dw.zero_()
     tiles = triton.cdiv(params.k_per_group, 64) * triton.cdiv(params.c_per_group, 64) * params.r * params.s * params.groups
-    splits, chunk = _reduction_splits(npq, tiles)
+    splits, chunk = reduction_splits(npq, tiles)
     part_dtype = torch.float64 if dy.dtype == torch.float64 else torch.float32
     part = new_buffer((splits,) + shape, part_dtype, dy.device)
     grid = lambda meta: (
@@ -302,7 +285,7 @@ def grad_bias(dy: torch.Tensor, params: ConvParams) -> torch.Tensor:
     npq = params.n * params.p * params.q
     if npq == 0:
         return torch.zeros(params.k, dtype=dy.dtype, device=dy.device)
-    splits, chunk = _reduction_splits(npq, triton.cdiv(params.k, 64))
+    splits, chunk = reduction_splits(npq, triton.cdiv(params.k, 64))
     part_dtype = torch.float64 if dy.dtype == torch.float64 else torch.float32
     part = new_buffer((splits, params.k), part_dtype, dy.device)
     grid = lambda meta: (triton.cdiv(params.k, meta["BLOCK_N"]), splits)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import torch
+import triton
 import triton.language as tl
 
 from ..params import ConvParams
-from ..tuning import config
+from ..tuning import config, interpreting
 
 # Tests set this to True so every buffer a kernel is meant to fill starts as NaN:
 # an element the kernel forgets to write then fails the comparison instead of reading 0.
@@ -68,3 +69,20 @@ GEMM_CONFIGS = [
 ]
 # The two pipelined operand tiles, for the shared-memory estimate.
 GEMM_TILES = [("BLOCK_M", "BLOCK_K"), ("BLOCK_K", "BLOCK_N")]
+
+
+# Enough programs to fill an H100 (132 SMs) a couple of times over.
+_TARGET_PROGRAMS = 264
+
+# Reduction chunks are multiples of this, so every BLOCK_K / BLOCK_M divides them.
+_CHUNK_QUANTUM = 128
+
+
+def reduction_splits(reduction: int, programs_per_split: int):
+    """Pick (splits, chunk) for a reduction of ``reduction`` terms: a fixed function of the shape."""
+    quantum = 16 if interpreting() else _CHUNK_QUANTUM
+    most = triton.cdiv(max(reduction, 1), quantum)
+    wanted = triton.cdiv(_TARGET_PROGRAMS, max(programs_per_split, 1))
+    splits = max(1, min(most, wanted))
+    chunk = triton.cdiv(triton.cdiv(max(reduction, 1), splits), quantum) * quantum
+    return triton.cdiv(max(reduction, 1), chunk), chunk

@@ -25,8 +25,7 @@ from ..epilogue import store_conv_tile
 from ..params import ConvParams
 from ..registry import Algorithm, direct_macs, register
 from ..tuning import TunedKernel, config
-from .backward import _reduction_splits
-from .common import acc_dtype, needs_int64, new_buffer, new_output
+from .common import acc_dtype, needs_int64, new_buffer, new_output, reduction_splits
 
 
 @triton.jit
@@ -326,7 +325,7 @@ def depthwise_grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams,
     npq = params.n * params.p * params.q
     if npq == 0:
         return new_buffer(shape, dy.dtype, dy.device, channels_last).zero_()
-    splits, chunk = _reduction_splits(npq, triton.cdiv(params.k, 64) * params.r * params.s)
+    splits, chunk = reduction_splits(npq, triton.cdiv(params.k, 64) * params.r * params.s)
     part_dtype = torch.float64 if dy.dtype == torch.float64 else torch.float32
     part = new_buffer((splits,) + shape, part_dtype, dy.device)
     grid = lambda meta: (triton.cdiv(params.k, meta["BLOCK_N"]), params.r * params.s * splits)

@@ -7,7 +7,6 @@ materialised; padding is a masked load. Groups are a grid axis.
 """
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 
