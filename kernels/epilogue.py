@@ -6,6 +6,8 @@ fp32 and in this order: bias, per-channel scale/shift (folded BatchNorm), residu
 (read in the residual's own strides), activation, cast to the output dtype, and the store
 in the output's strides (so NCHW, channels_last or any layout costs the same code).
 """
+from typing import Dict, NamedTuple, Tuple
+
 import triton
 import triton.language as tl
 
@@ -78,3 +80,28 @@ def store_conv_tile(
     v = apply_activation(v, ACTIVATION)
     out_rows = n * so_n + p * so_p + q * so_q
     tl.store(out_ptr + out_rows[:, None] + k[None, :] * so_k, v.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+class EpilogueArguments(NamedTuple):
+    """The launch-side arguments of ``store_conv_tile`` for one output tensor.
+
+    Every forward kernel takes ``bias_ptr, scale_ptr, shift_ptr, res_ptr`` right after its
+    output pointer and the residual's four strides right after the output's. An absent
+    operand is passed as the output itself, never read: its HAS_* flag is off.
+    """
+
+    pointers: Tuple
+    residual_strides: Tuple[int, ...]
+    flags: Dict[str, int]
+    residual_or_out: "object"
+
+
+def epilogue_arguments(out, bias=None, scale=None, shift=None, residual=None, activation=0) -> EpilogueArguments:
+    res = residual if residual is not None else out
+    return EpilogueArguments(
+        pointers=tuple(t if t is not None else out for t in (bias, scale, shift)) + (res,),
+        residual_strides=tuple(res.stride()),
+        flags=dict(HAS_BIAS=bias is not None, HAS_SCALE=scale is not None,
+                   HAS_RESIDUAL=residual is not None, ACTIVATION=activation),
+        residual_or_out=res,
+    )

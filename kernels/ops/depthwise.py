@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..epilogue import store_conv_tile
+from ..epilogue import epilogue_arguments, store_conv_tile
 from ..params import ConvParams
 from ..registry import Algorithm, direct_macs, register
 from ..tuning import TunedKernel, config
@@ -281,22 +281,18 @@ def depthwise_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None,
     out = new_output(params, x.device)
     if out.numel() == 0:
         return out
-    res = residual if residual is not None else out
-    dummy = out  # never read: the matching HAS_* flag is off
+    epilogue = epilogue_arguments(out, bias, scale, shift, residual, activation)
     DEPTHWISE_FORWARD[_patch_grid(params.n, params.p, params.q, params.k)](
         x, w, out,
-        bias if bias is not None else dummy,
-        scale if scale is not None else dummy,
-        shift if shift is not None else dummy,
-        res,
+        *epilogue.pointers,
         params.h, params.w, params.p, params.q, params.k, params.k // params.c,
-        *x.stride(), *_weight_taps(w), *out.stride(), *res.stride(),
+        *x.stride(), *_weight_taps(w), *out.stride(), *epilogue.residual_strides,
         params.stride[0], params.stride[1], params.pad_top, params.pad_left,
         params.dilation[0], params.dilation[1],
         R=params.r, S=params.s,
-        HAS_BIAS=bias is not None, HAS_SCALE=scale is not None, HAS_RESIDUAL=residual is not None,
-        ACTIVATION=activation, ACC_DTYPE=acc_dtype(params.dtype),
-        USE_INT64=needs_int64(x, w, out, res),
+        **epilogue.flags,
+        ACC_DTYPE=acc_dtype(params.dtype),
+        USE_INT64=needs_int64(x, w, out, epilogue.residual_or_out),
     )
     return out
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..epilogue import store_conv_tile
+from ..epilogue import epilogue_arguments, store_conv_tile
 from ..params import ConvParams
 from ..registry import Algorithm, direct_macs, register
 from ..tuning import TunedKernel, config, grouped_tile
@@ -122,8 +122,7 @@ def direct_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, re
     out = new_output(params, x.device)
     if out.numel() == 0:
         return out
-    res = residual if residual is not None else out
-    dummy = out  # never read: the matching HAS_* flag is off
+    epilogue = epilogue_arguments(out, bias, scale, shift, residual, activation)
     M = params.n * params.p * params.q
     grid = lambda meta: (
         triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(params.k_per_group, meta["BLOCK_N"]),
@@ -131,18 +130,15 @@ def direct_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, re
     )
     DIRECT_FORWARD[grid](
         x, w, out,
-        bias if bias is not None else dummy,
-        scale if scale is not None else dummy,
-        shift if shift is not None else dummy,
-        res,
+        *epilogue.pointers,
         params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group,
-        *x.stride(), *w.stride(), *out.stride(), *res.stride(),
+        *x.stride(), *w.stride(), *out.stride(), *epilogue.residual_strides,
         params.stride[0], params.stride[1], params.pad_top, params.pad_left,
         params.dilation[0], params.dilation[1],
         R=params.r, S=params.s,
-        HAS_BIAS=bias is not None, HAS_SCALE=scale is not None, HAS_RESIDUAL=residual is not None,
-        ACTIVATION=activation, ACC_DTYPE=acc_dtype(params.dtype),
-        USE_INT64=needs_int64(x, w, out, res),
+        **epilogue.flags,
+        ACC_DTYPE=acc_dtype(params.dtype),
+        USE_INT64=needs_int64(x, w, out, epilogue.residual_or_out),
     )
     return out
 

@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..epilogue import store_conv_tile
+from ..epilogue import epilogue_arguments, store_conv_tile
 from ..params import ConvParams
 from ..prepack import channels_last_weight
 from ..registry import Algorithm, direct_macs, register
@@ -127,22 +127,18 @@ def _launch(a, b, out, pixels, *, a_geometry, out_geometry, b_strides, red, cols
             bias=None, scale=None, shift=None, residual=None, activation=0):
     """Run the GEMM over the ``pixels`` = (N, P, Q) grid of output pixels."""
     n, p, q = pixels
-    res = residual if residual is not None else out
-    dummy = out  # never read: the matching HAS_* flag is off
+    epilogue = epilogue_arguments(out, bias, scale, shift, residual, activation)
     M = n * p * q
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(cols, meta["BLOCK_N"]), groups)
     POINTWISE_GEMM[grid](
         a, b, out,
-        bias if bias is not None else dummy,
-        scale if scale is not None else dummy,
-        shift if shift is not None else dummy,
-        res,
+        *epilogue.pointers,
         n, p, q, a_geometry[0], a_geometry[1], out_geometry[0], out_geometry[1], red, cols,
-        *a.stride(), *b_strides, *out.stride(), *res.stride(),
+        *a.stride(), *b_strides, *out.stride(), *epilogue.residual_strides,
         *a_geometry[2:], *out_geometry[2:],
-        HAS_BIAS=bias is not None, HAS_SCALE=scale is not None, HAS_RESIDUAL=residual is not None,
-        ACTIVATION=activation, ACC_DTYPE=acc_dtype(dtype), DOT_PRECISION=dot_precision(dtype),
-        USE_INT64=needs_int64(a, b, out, res),
+        **epilogue.flags,
+        ACC_DTYPE=acc_dtype(dtype), DOT_PRECISION=dot_precision(dtype),
+        USE_INT64=needs_int64(a, b, out, epilogue.residual_or_out),
     )
 
 

@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..epilogue import store_conv_tile
+from ..epilogue import epilogue_arguments, store_conv_tile
 from ..params import ConvParams
 from ..registry import Algorithm, register, register_alias
 from ..tuning import TunedKernel, config, grouped_tile
@@ -213,25 +213,21 @@ def winograd_forward(tile: WinogradTile, x, w, bias, params: ConvParams, *,
         return out
     u = FILTER_CACHE.get(w, tile)
     input_t, output_t = kernel_matrices(tile, params.dtype, x.device)
-    res = residual if residual is not None else out
-    dummy = out  # never read: the matching HAS_* flag is off
+    epilogue = epilogue_arguments(out, bias, scale, shift, residual, activation)
     tiles_h, tiles_w = triton.cdiv(params.p, tile.m), triton.cdiv(params.q, tile.m)
     num_tiles = params.n * tiles_h * tiles_w
     grid = lambda meta: (triton.cdiv(num_tiles, meta["BLOCK_T"]) * triton.cdiv(params.k, meta["BLOCK_N"]),)
     _KERNELS[tile.name][grid](
         x, u, input_t, output_t, out,
-        bias if bias is not None else dummy,
-        scale if scale is not None else dummy,
-        shift if shift is not None else dummy,
-        res,
+        *epilogue.pointers,
         params.n, params.h, params.w, params.p, params.q, params.c, params.k, tiles_h, tiles_w,
-        *x.stride(), u.stride(0), u.stride(1), *out.stride(), *res.stride(),
+        *x.stride(), u.stride(0), u.stride(1), *out.stride(), *epilogue.residual_strides,
         params.pad_top, params.pad_left,
         M_OUT=tile.m, POSITIONS_PAD=tile.padded_positions, SLOTS_A=tile.slot_groups[0],
         SLOTS_B=tile.slot_groups[1], OUTPUTS_PAD=tile.padded_outputs,
-        HAS_BIAS=bias is not None, HAS_SCALE=scale is not None, HAS_RESIDUAL=residual is not None,
-        ACTIVATION=activation, ACC_DTYPE=acc_dtype(params.dtype), DOT_PRECISION=dot_precision(params.dtype),
-        USE_INT64=needs_int64(x, u, out, res),
+        **epilogue.flags,
+        ACC_DTYPE=acc_dtype(params.dtype), DOT_PRECISION=dot_precision(params.dtype),
+        USE_INT64=needs_int64(x, u, out, epilogue.residual_or_out),
     )
     return out
 
