@@ -1,4 +1,7 @@
 """The convolution problems the equivalence sweeps run (small: they run under the interpreter)."""
+import pytest
+
+import kernels
 from reference import Case
 
 # Every argument form F.conv2d accepts, on non-square kernels 1..7, strides 1..3 and pairs,
@@ -29,8 +32,28 @@ SWEEP += [
     Case(1, 40, 5, 5, 16, 1, 1, stride=(2, 1), padding=1, groups=2),  # strided, padded, grouped 1x1
 ]
 
-# A smaller set for the slow parts of the cross product (dtypes x layouts x backward).
-CORE = [SWEEP[0], SWEEP[3], SWEEP[8], SWEEP[12]]
+# A smaller set for the slow parts of the cross product (dtypes x layouts x backward): a 3x3,
+# a strided grouped 3x3, an even kernel with "same" padding, a strided 1x1, a depthwise.
+CORE = [SWEEP[0], SWEEP[3], SWEEP[8], SWEEP[12], SWEEP[11]]
 
 DTYPES = ["float32", "float16", "bfloat16", "float64"]
 LAYOUTS = ["nchw", "channels_last", "strided"]
+
+
+def applies(algorithm: str, case: Case) -> bool:
+    params = kernels.ConvParams.from_shapes(case.input_shape, case.weight_shape, **case.conv_args())
+    return kernels.REGISTRY[algorithm].eligible(params)
+
+
+def algorithm_cases(cases, per_algorithm=None):
+    """(algorithm, case) for every registered algorithm and each case it applies to
+    (the first ``per_algorithm`` of them, if given)."""
+    params = []
+    for name in kernels.REGISTRY:
+        cases_for_name = [case for case in cases if applies(name, case)][:per_algorithm]
+        params += [pytest.param(name, case, id=f"{name}-{case}") for case in cases_for_name]
+    return params
+
+
+def first_applicable(algorithm: str, cases) -> Case:
+    return next(case for case in cases if applies(algorithm, case))
