@@ -9,7 +9,7 @@ TORCHVISION_SPEC ?= torchvision==0.28.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test bench compile-check clean
+.PHONY: test bench demo compile-check clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# The fine-tuning demo; without a GPU it runs on Triton's CPU interpreter.
+demo: $(STAMP)
+	TRITON_INTERPRET=$$($(BIN)/python -c "import torch; print(0 if torch.cuda.is_available() else 1)") \
+		$(BIN)/python -m cnn.finetune $(DEMO_ARGS)
 
 compile-check: $(STAMP)
 	env -u TRITON_INTERPRET $(BIN)/python -m kernels.compile_check

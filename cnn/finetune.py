@@ -20,14 +20,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def _use_interpreter_without_gpu() -> None:
-    """Without a GPU, run under Triton's interpreter. TRITON_INTERPRET must be set before triton
-    is imported, and ``python -m cnn.finetune`` has imported it (through ``cnn``) before this
-    runs: so start again in a fresh interpreter with the variable set."""
+def _require_a_device() -> None:
+    """Our kernels need a GPU or Triton's CPU interpreter, which must be switched on before triton
+    is imported; library code never switches it on itself (``make demo`` does on CPU machines)."""
     if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         return
-    os.environ["TRITON_INTERPRET"] = "1"
-    os.execv(sys.executable, [sys.executable, "-m", "cnn.finetune", *sys.argv[1:]])
+    sys.exit("cnn.finetune: no GPU. Run it under Triton's CPU interpreter: "
+             "`TRITON_INTERPRET=1 python -m cnn.finetune` (or `make demo`).")
 
 
 class SmallResNet(nn.Module):
@@ -163,5 +162,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    _use_interpreter_without_gpu()
+    _require_a_device()
     main()
