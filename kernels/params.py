@@ -85,6 +85,11 @@ class ConvParams:
         return (self.pad_top, self.pad_bottom, self.pad_left, self.pad_right)
 
     @property
+    def geometry(self) -> Tuple[int, int, int, int, int, int]:
+        """(stride_h, stride_w, pad_top, pad_left, dil_h, dil_w): the kernels' geometry arguments."""
+        return (*self.stride, self.pad_top, self.pad_left, *self.dilation)
+
+    @property
     def output_shape(self) -> Tuple[int, int, int, int]:
         return (self.n, self.k, self.p, self.q)
 

@@ -19,6 +19,7 @@ from ..params import ConvParams
 from ..tuning import TunedKernel, config, grouped_tile
 from ..prepack import channels_last_weight
 from .common import GEMM_CONFIGS, GEMM_TILES, acc_dtype, dot_precision, needs_int64, new_buffer, reduction_splits
+from .phases import stride_phase
 
 
 @triton.jit
@@ -42,11 +43,7 @@ def _dgrad_kernel(
     pid = tl.program_id(0)
     group = tl.program_id(1)
     phase = tl.program_id(2)
-    phase_h = phase // stride_w
-    phase_w = phase % stride_w
-    # First input row / column of this phase: (h + pad_h) % stride_h == phase_h.
-    h_first = ((phase_h - pad_h) % stride_h + stride_h) % stride_h
-    w_first = ((phase_w - pad_w) % stride_w + stride_w) % stride_w
+    phase_h, phase_w, h_first, w_first = stride_phase(phase, stride_h, stride_w, pad_h, pad_w)
 
     M = N * H_PER_PHASE * W_PER_PHASE
     pid_m, pid_n = grouped_tile(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(C_PER_GROUP, BLOCK_N), GROUP_M)
@@ -243,7 +240,7 @@ def grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, channels_l
         params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group,
         h_per_phase, w_per_phase,
         *dy.stride(), *w.stride(), *dx.stride(),
-        sh, sw, params.pad_top, params.pad_left, params.dilation[0], params.dilation[1],
+        *params.geometry,
         R=params.r, S=params.s,
         ACC_DTYPE=acc_dtype(dy.dtype), DOT_PRECISION=dot_precision(dy.dtype),
         USE_INT64=needs_int64(dy, w, dx),
@@ -271,7 +268,7 @@ def grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams, channels_
         x, dy, part,
         params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group, params.k, chunk,
         *x.stride(), *dy.stride(),
-        params.stride[0], params.stride[1], params.pad_top, params.pad_left, params.dilation[0], params.dilation[1],
+        *params.geometry,
         R=params.r, S=params.s,
         ACC_DTYPE=acc_dtype(dy.dtype), DOT_PRECISION=dot_precision(dy.dtype),
         USE_INT64=needs_int64(x, dy, part),

@@ -26,6 +26,7 @@ from ..params import ConvParams
 from ..registry import Algorithm, direct_macs, register
 from ..tuning import TunedKernel, config
 from .common import acc_dtype, needs_int64, new_buffer, new_output, reduction_splits
+from .phases import stride_phase
 
 
 @triton.jit
@@ -112,11 +113,7 @@ def _depthwise_dgrad_kernel(
     pid_pix = tl.program_id(0)
     pid_c = tl.program_id(1)
     phase = tl.program_id(2)
-    phase_h = phase // stride_w
-    phase_w = phase % stride_w
-    # First input row / column of this phase: (h + pad_h) % stride_h == phase_h.
-    h_first = ((phase_h - pad_h) % stride_h + stride_h) % stride_h
-    w_first = ((phase_w - pad_w) % stride_w + stride_w) % stride_w
+    phase_h, phase_w, h_first, w_first = stride_phase(phase, stride_h, stride_w, pad_h, pad_w)
 
     tiles_q = tl.cdiv(W_PER_PHASE, BLOCK_Q)
     tiles_per_image = tl.cdiv(H_PER_PHASE, BLOCK_P) * tiles_q
@@ -287,8 +284,7 @@ def depthwise_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None,
         *epilogue.pointers,
         params.h, params.w, params.p, params.q, params.k, params.k // params.c,
         *x.stride(), *_weight_taps(w), *out.stride(), *epilogue.residual_strides,
-        params.stride[0], params.stride[1], params.pad_top, params.pad_left,
-        params.dilation[0], params.dilation[1],
+        *params.geometry,
         R=params.r, S=params.s,
         **epilogue.flags,
         ACC_DTYPE=acc_dtype(params.dtype),
@@ -309,7 +305,7 @@ def depthwise_grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, 
         dy, w, dx,
         params.h, params.w, params.p, params.q, params.c, params.k // params.c, h_per_phase, w_per_phase,
         *dy.stride(), *_weight_taps(w), *dx.stride(),
-        sh, sw, params.pad_top, params.pad_left, params.dilation[0], params.dilation[1],
+        *params.geometry,
         R=params.r, S=params.s, ACC_DTYPE=acc_dtype(dy.dtype), USE_INT64=needs_int64(dy, w, dx),
     )
     return dx
@@ -329,8 +325,7 @@ def depthwise_grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams,
         x, dy, part,
         params.n, params.h, params.w, params.p, params.q, params.k, params.k // params.c, chunk,
         *x.stride(), *dy.stride(),
-        params.stride[0], params.stride[1], params.pad_top, params.pad_left,
-        params.dilation[0], params.dilation[1],
+        *params.geometry,
         R=params.r, S=params.s, ACC_DTYPE=acc_dtype(dy.dtype), USE_INT64=needs_int64(x, dy, part),
     )
     fmt = torch.channels_last if channels_last else torch.contiguous_format

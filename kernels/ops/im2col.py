@@ -10,12 +10,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..epilogue import epilogue_arguments, store_conv_tile
+from ..epilogue import store_conv_tile
 from ..params import ConvParams
 from ..tuning import TunedKernel, config, grouped_tile
 from ..prepack import channels_last_weight
 from ..registry import Algorithm, direct_macs, register
-from .common import GEMM_CONFIGS, GEMM_TILES, acc_dtype, dot_precision, needs_int64, new_output
+from .common import GEMM_CONFIGS, GEMM_TILES, dot_precision, launch_pixel_channel_forward
 
 
 @triton.jit
@@ -115,29 +115,9 @@ IM2COL_FORWARD = TunedKernel(
 
 def im2col_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, residual=None, activation=0):
     """Launch the implicit-GEMM forward; returns a new output in PyTorch's memory format."""
-    out = new_output(params, x.device)
-    w = channels_last_weight(w)
-    if out.numel() == 0:
-        return out
-    epilogue = epilogue_arguments(out, bias, scale, shift, residual, activation)
-    M = params.n * params.p * params.q
-    grid = lambda meta: (
-        triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(params.k_per_group, meta["BLOCK_N"]),
-        params.groups,
-    )
-    IM2COL_FORWARD[grid](
-        x, w, out,
-        *epilogue.pointers,
-        params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group,
-        *x.stride(), *w.stride(), *out.stride(), *epilogue.residual_strides,
-        params.stride[0], params.stride[1], params.pad_top, params.pad_left,
-        params.dilation[0], params.dilation[1],
-        R=params.r, S=params.s,
-        **epilogue.flags,
-        ACC_DTYPE=acc_dtype(params.dtype), DOT_PRECISION=dot_precision(params.dtype),
-        USE_INT64=needs_int64(x, w, out, epilogue.residual_or_out),
-    )
-    return out
+    return launch_pixel_channel_forward(
+        IM2COL_FORWARD, x, channels_last_weight(w), bias, params, scale=scale, shift=shift,
+        residual=residual, activation=activation, DOT_PRECISION=dot_precision(params.dtype))
 
 
 register(Algorithm(
