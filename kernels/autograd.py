@@ -1,17 +1,35 @@
-"""The torch.library custom ops behind ``kernels.conv2d`` and their autograd.
+"""The custom ops behind ``kernels.conv2d`` and the autograd Functions over them.
 
-``convkernels::conv2d`` carries already-validated, normalised arguments (4-D input, padding
-as (top, bottom, left, right)); its fake implementation reproduces the real output's shape
-and strides, so ``torch.compile(fullgraph=True)`` traces through it. The backward runs the
-``conv2d_grad_input`` / ``conv2d_grad_weight`` / ``conv2d_grad_bias`` ops, themselves custom
-ops with fake implementations, so compiled training graphs keep our Triton kernels too.
+Two layers:
+
+* ``torch.library`` custom ops (``convkernels::conv2d``, ``conv2d_grad_input``,
+  ``conv2d_grad_weight``, ``conv2d_grad_bias``, ``conv2d_fused``) launch the Triton kernels.
+  They carry validated, normalised arguments (4-D input, padding as (top, bottom, left, right)),
+  are opaque to ``torch.compile`` (fake implementations reproduce the real output's strides, so
+  ``fullgraph=True`` traces through them), run on meta tensors without a launch, and have vmap
+  rules (``batching.py``).
+* ``torch.autograd.Function``s give them every derivative ``F.conv2d`` has. A convolution is
+  bilinear, so each derivative is again one of these four operations on our kernels:
+
+      y  = conv(x, w) + b
+      gx = dgrad(gy, w)        d gx = dgrad(d gy, w) + dgrad(gy, d w);  backward: gy <- conv(ggx, w),  w <- wgrad(gy, ggx)
+      gw = wgrad(gy, x)        d gw = wgrad(d gy, x) + wgrad(gy, d x);  backward: gy <- conv(x, ggw),  x <- dgrad(gy, ggw)
+      gb = sum(gy)             backward: gy <- ggb broadcast
+
+  Backward (any order: ``create_graph=True``, ``gradgradcheck``), forward mode (``jvp``, dual
+  tensors) and vmap (``generate_vmap_rule``: the Function runs under vmap on the ops' vmap rules)
+  all reduce to the same ops. As in PyTorch's ``convolution_backward``, the gradient Functions
+  take (gy, x, w) whether or not they read them, so a gradient taken with ``create_graph=True``
+  requires grad exactly when ``F.conv2d``'s does.
 """
 from __future__ import annotations
 
 from typing import List, Optional
 
 import torch
+from torch._prims_common import suggest_memory_format
 
+from .batching import register_vmap_rules
 from .dispatch import resolve
 from .ops import backward
 from .params import ConvParams, output_channels_last
@@ -31,6 +49,16 @@ def _empty_like_layout(shape, like: torch.Tensor, channels_last: bool) -> torch.
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
 
 
+def _output_channels_last(input: torch.Tensor, weight: torch.Tensor) -> bool:
+    """PyTorch's output layout, with its meta-device exception: F.conv2d on meta tensors is always
+    contiguous (no backend to ask), while fake tensors under torch.compile follow the real rule."""
+    if input.device.type == "meta":
+        return False
+    return output_channels_last(input, weight)
+
+
+# --- the custom ops ----------------------------------------------------------------------------
+
 @torch.library.custom_op(f"{_LIB}::conv2d", mutates_args=())
 def conv2d_op(
     input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -44,7 +72,7 @@ def conv2d_op(
 @conv2d_op.register_fake
 def _(input, weight, bias, stride, padding, dilation, groups, algorithm):
     params = _params(input.shape, weight.shape, stride, padding, dilation, groups, input.dtype)
-    return _empty_like_layout(params.output_shape, input, output_channels_last(input, weight))
+    return _empty_like_layout(params.output_shape, input, _output_channels_last(input, weight))
 
 
 @torch.library.custom_op(f"{_LIB}::conv2d_fused", mutates_args=())
@@ -63,7 +91,7 @@ def conv2d_fused_op(
 @conv2d_fused_op.register_fake
 def _(input, weight, scale, shift, residual, stride, padding, dilation, groups, activation, algorithm):
     params = _params(input.shape, weight.shape, stride, padding, dilation, groups, input.dtype)
-    return _empty_like_layout(params.output_shape, input, output_channels_last(input, weight))
+    return _empty_like_layout(params.output_shape, input, _output_channels_last(input, weight))
 
 
 @torch.library.custom_op(f"{_LIB}::conv2d_grad_input", mutates_args=())
@@ -110,64 +138,228 @@ def _(grad_output):
     return grad_output.new_empty((grad_output.shape[1],))
 
 
-def _setup_context(ctx, inputs, output):
-    input, weight, bias, stride, padding, dilation, groups, algorithm = inputs
-    ctx.save_for_backward(input, weight)
-    ctx.args = (list(stride), list(padding), list(dilation), groups, algorithm)
-    ctx.has_bias = bias is not None
+register_vmap_rules(conv2d_op, conv2d_grad_input_op, conv2d_grad_weight_op, conv2d_grad_bias_op)
 
 
-def _is_channels_last(t: torch.Tensor) -> bool:
-    from torch._prims_common import suggest_memory_format
-    return suggest_memory_format(t) == torch.channels_last
+# --- the autograd Functions ----------------------------------------------------------------------
+# ``geometry`` below is (stride, padding, dilation, groups, algorithm), already normalised.
+
+def _add(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return b if a is None else a if b is None else a + b
 
 
-def _backward(ctx, grad_output):
-    input, weight = ctx.saved_tensors
-    stride, padding, dilation, groups, algorithm = ctx.args
-    grad_input = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[0]:
-        grad_input = conv2d_grad_input_op(
-            grad_output, weight, list(input.shape), _is_channels_last(input),
-            stride, padding, dilation, groups, algorithm)
-    if ctx.needs_input_grad[1]:
-        grad_weight = conv2d_grad_weight_op(
-            grad_output, input, list(weight.shape), _is_channels_last(weight),
-            stride, padding, dilation, groups, algorithm)
-    if ctx.has_bias and ctx.needs_input_grad[2]:
-        grad_bias = conv2d_grad_bias_op(grad_output)
-    return grad_input, grad_weight, grad_bias, None, None, None, None, None
+def _gradient_layout(input: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Both gradients come back in the convolution's memory format (channels_last if input or
+    weight is), whatever the layout of grad_output: PyTorch's rule for raw gradients."""
+    return suggest_memory_format(input) == torch.channels_last or suggest_memory_format(weight) == torch.channels_last
 
 
-conv2d_op.register_autograd(_backward, setup_context=_setup_context)
+# Dynamo cannot trace an autograd.Function that defines ``jvp`` (a graph break, so no
+# fullgraph). Each Function below therefore has a twin without ``jvp`` for torch.compile, where
+# forward-mode AD is not traced anyway; ``_apply`` picks the one to run.
+def _without_jvp(cls):
+    members = {name: vars(cls)[name] for name in ("forward", "setup_context", "backward", "generate_vmap_rule")}
+    return type(f"{cls.__name__}Traced", (torch.autograd.Function,), members)
 
 
-class Conv2dFunction(torch.autograd.Function):
+def _apply(eager, traced, *args):
+    return (traced if torch.compiler.is_compiling() else eager).apply(*args)
+
+
+def conv_forward(x, w, b, geometry):
+    """conv(x, w) + b on our kernels, differentiable to any order."""
+    return _apply(ConvForward, ConvForwardTraced, x, w, b, *geometry)
+
+
+def dgrad(gy, w, input_shape, channels_last, geometry, x=None):
+    return _apply(ConvGradInput, ConvGradInputTraced, gy, x, w, list(input_shape), channels_last, *geometry)
+
+
+def wgrad(gy, x, weight_shape, channels_last, geometry, w=None):
+    return _apply(ConvGradWeight, ConvGradWeightTraced, gy, x, w, list(weight_shape), channels_last, *geometry)
+
+
+def bias_grad(gy, x=None, w=None):
+    return _apply(ConvGradBias, ConvGradBiasTraced, gy, x, w)
+
+
+def conv(x, w, geometry):
+    return conv_forward(x, w, None, geometry)
+
+
+class ConvForward(torch.autograd.Function):
+    """y = conv(input, weight) + bias on normalised arguments (4-D input, 4 pads)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input, weight, bias, stride, padding, dilation, groups, algorithm):
+        return conv2d_op(input, weight, bias, stride, padding, dilation, groups, algorithm)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, weight, bias, *geometry = inputs
+        ctx.geometry = geometry
+        ctx.has_bias = bias is not None
+        ctx.channels_last = _gradient_layout(input, weight)
+        ctx.save_for_backward(input, weight)
+        ctx.save_for_forward(input, weight)
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, w = ctx.saved_tensors
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = dgrad(gy, w, x.shape, ctx.channels_last, ctx.geometry, x=x)
+        if ctx.needs_input_grad[1]:
+            gw = wgrad(gy, x, w.shape, ctx.channels_last, ctx.geometry, w=w)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = bias_grad(gy, x, w)
+        return gx, gw, gb, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, tx, tw, tb, *_):
+        x, w = ctx.saved_tensors
+        t = _add(None if tx is None else conv(tx, w, ctx.geometry), None if tw is None else conv(x, tw, ctx.geometry))
+        if tb is not None:
+            tb = tb.view(1, -1, 1, 1)
+            stride, padding, dilation, groups, _ = ctx.geometry
+            shape = _params(x.shape, w.shape, stride, padding, dilation, groups, x.dtype).output_shape
+            t = tb.expand(shape) if t is None else t + tb
+        return t
+
+
+class ConvGradInput(torch.autograd.Function):
+    """gx = dgrad(gy, weight) into ``input_shape``; ``input`` is not read (see the module docstring)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(gy, input, weight, input_shape, channels_last, stride, padding, dilation, groups, algorithm):
+        return conv2d_grad_input_op(gy, weight, input_shape, channels_last, stride, padding, dilation, groups,
+                                    algorithm)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        gy, _input, weight, input_shape, channels_last, *geometry = inputs
+        ctx.geometry, ctx.input_shape, ctx.channels_last = geometry, input_shape, channels_last
+        ctx.save_for_backward(gy, weight)
+        ctx.save_for_forward(gy, weight)
+
+    @staticmethod
+    def backward(ctx, ggx):
+        gy, w = ctx.saved_tensors
+        g_gy = conv(ggx, w, ctx.geometry) if ctx.needs_input_grad[0] else None
+        g_w = wgrad(gy, ggx, w.shape, ctx.channels_last, ctx.geometry) if ctx.needs_input_grad[2] else None
+        return (g_gy, None, g_w) + (None,) * 7
+
+    @staticmethod
+    def jvp(ctx, t_gy, _t_input, t_w, *_):
+        gy, w = ctx.saved_tensors
+        args = (ctx.input_shape, ctx.channels_last, ctx.geometry)
+        return _add(None if t_gy is None else dgrad(t_gy, w, *args), None if t_w is None else dgrad(gy, t_w, *args))
+
+
+class ConvGradWeight(torch.autograd.Function):
+    """gw = wgrad(gy, input) into ``weight_shape``; ``weight`` is not read (see the module docstring)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(gy, input, weight, weight_shape, channels_last, stride, padding, dilation, groups, algorithm):
+        return conv2d_grad_weight_op(gy, input, weight_shape, channels_last, stride, padding, dilation, groups,
+                                     algorithm)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        gy, input, _weight, weight_shape, channels_last, *geometry = inputs
+        ctx.geometry, ctx.weight_shape, ctx.channels_last = geometry, weight_shape, channels_last
+        ctx.save_for_backward(gy, input)
+        ctx.save_for_forward(gy, input)
+
+    @staticmethod
+    def backward(ctx, ggw):
+        gy, x = ctx.saved_tensors
+        g_gy = conv(x, ggw, ctx.geometry) if ctx.needs_input_grad[0] else None
+        g_x = dgrad(gy, ggw, x.shape, ctx.channels_last, ctx.geometry) if ctx.needs_input_grad[1] else None
+        return (g_gy, g_x) + (None,) * 8
+
+    @staticmethod
+    def jvp(ctx, t_gy, t_x, *_):
+        gy, x = ctx.saved_tensors
+        args = (ctx.weight_shape, ctx.channels_last, ctx.geometry)
+        return _add(None if t_gy is None else wgrad(t_gy, x, *args), None if t_x is None else wgrad(gy, t_x, *args))
+
+
+class ConvGradBias(torch.autograd.Function):
+    """gb = gy summed over (N, P, Q); ``input`` and ``weight`` are not read (see the module docstring)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(gy, input, weight):
+        return conv2d_grad_bias_op(gy)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.gy_shape = inputs[0].shape
+
+    @staticmethod
+    def backward(ctx, ggb):
+        g_gy = ggb.view(1, -1, 1, 1).expand(ctx.gy_shape) if ctx.needs_input_grad[0] else None
+        return g_gy, None, None
+
+    @staticmethod
+    def jvp(ctx, t_gy, *_):
+        return None if t_gy is None else bias_grad(t_gy)
+
+
+class ConvFusedInference(torch.autograd.Function):
+    """``conv2d_bn``'s op under autograd. BatchNorm with running statistics is an inference
+    operation here, so every derivative raises a clear error instead of a silent zero."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(*args):
+        return conv2d_fused_op(*args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, _grad):
+        raise RuntimeError(_NOT_DIFFERENTIABLE.format(mode="reverse-mode"))
+
+    @staticmethod
+    def jvp(ctx, *_tangents):
+        raise RuntimeError(_NOT_DIFFERENTIABLE.format(mode="forward-mode (jvp, dual tensors)"))
+
+
+_NOT_DIFFERENTIABLE = ("kernels.conv2d_bn is inference-only and has no {mode} derivative; to differentiate, use "
+                       "kernels.conv2d followed by F.batch_norm")
+
+
+def conv_fused_inference(*args):
+    """act(conv(input, weight) * scale + shift + residual): ``conv2d_fused_op``'s arguments."""
+    return _apply(ConvFusedInference, ConvFusedInferenceTraced, *args)
+
+
+ConvForwardTraced, ConvGradInputTraced, ConvGradWeightTraced, ConvGradBiasTraced, ConvFusedInferenceTraced = (
+    _without_jvp(cls) for cls in (ConvForward, ConvGradInput, ConvGradWeight, ConvGradBias, ConvFusedInference))
+
+
+class Conv2dFunction(ConvForward):
     """``Conv2dFunction.apply(input, weight, bias, stride, padding, dilation, groups, algorithm)``.
 
-    The autograd Function form of the same computation, for code that composes Functions;
-    arguments are validated and normalised exactly as in ``kernels.conv2d``.
+    The autograd Function form of ``kernels.conv2d``, for code that composes Functions: the
+    arguments are those of ``F.conv2d`` (validated and normalised exactly as in
+    ``kernels.conv2d``, unbatched input included), and the result has every derivative above.
     """
 
-    @staticmethod
-    def forward(ctx, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, algorithm="auto"):
-        params = ConvParams.from_tensors(input, weight, bias, stride, padding, dilation, groups)
-        batched = input if input.dim() == 4 else input.unsqueeze(0)
-        args = (list(params.stride), list(params.padding), list(params.dilation), params.groups, algorithm)
-        ctx.save_for_backward(batched, weight)
-        ctx.args = args
-        ctx.has_bias = bias is not None
-        ctx.unbatched = params.unbatched
-        with torch.no_grad():
-            out = conv2d_op(batched, weight, bias, *args)
-        return out.squeeze(0) if params.unbatched else out
+    @classmethod
+    def apply(cls, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, algorithm="auto"):
+        from .functional import conv2d
 
-    @staticmethod
-    def backward(ctx, grad_output):
-        if ctx.unbatched:
-            grad_output = grad_output.unsqueeze(0)
-        grads = _backward(ctx, grad_output)
-        grad_input = grads[0]
-        if grad_input is not None and ctx.unbatched:
-            grad_input = grad_input.squeeze(0)
-        return (grad_input,) + tuple(grads[1:])
+        return conv2d(input, weight, bias, stride, padding, dilation, groups, algorithm=algorithm)

@@ -63,7 +63,8 @@ def store_conv_tile(
 
     acc: [BM, BN] accumulators; n, p, q: [BM] output pixel coordinates (int64 where the
     caller needs 64-bit offsets); k: [BN] absolute output channels; mask_m / mask_n: valid
-    rows / columns. out = act((acc + bias) * scale + shift + residual).
+    rows / columns. out = act((acc + bias) * scale + shift + residual). bias, scale and shift
+    are contiguous per-channel vectors (``epilogue_arguments`` makes them so).
     """
     mask = mask_m[:, None] & mask_n[None, :]
     v = acc.to(tl.float32) if acc.dtype != tl.float64 else acc
@@ -97,9 +98,13 @@ class EpilogueArguments(NamedTuple):
 
 
 def epilogue_arguments(out, bias=None, scale=None, shift=None, residual=None, activation=0) -> EpilogueArguments:
+    """The per-channel vectors are made contiguous here (``store_conv_tile`` reads element k at
+    ``ptr + k``): a strided or expanded (stride 0) bias reads the right values. The residual is
+    read through its own strides."""
     res = residual if residual is not None else out
+    vectors = tuple(out if t is None else t.contiguous() for t in (bias, scale, shift))
     return EpilogueArguments(
-        pointers=tuple(t if t is not None else out for t in (bias, scale, shift)) + (res,),
+        pointers=vectors + (res,),
         residual_strides=tuple(res.stride()),
         flags=dict(HAS_BIAS=bias is not None, HAS_SCALE=scale is not None,
                    HAS_RESIDUAL=residual is not None, ACTIVATION=activation),

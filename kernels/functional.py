@@ -5,16 +5,17 @@ from typing import Optional, Union
 
 import torch
 
-from .autograd import conv2d_op
+from .autograd import conv_forward
 from .dispatch import resolve
 from .params import ConvParams, IntOrPair
 from .tuning import interpreting
 
 
 def check_device(*tensors: Optional[torch.Tensor]) -> None:
-    """Our kernels run on CUDA tensors, or on CPU tensors under Triton's interpreter."""
+    """Our kernels run on CUDA tensors, or on CPU tensors under Triton's interpreter; meta tensors
+    only compute shapes (nothing is launched)."""
     for t in tensors:
-        if t is not None and t.device.type != "cuda" and not interpreting():
+        if t is not None and t.device.type not in ("cuda", "meta") and not interpreting():
             raise RuntimeError(
                 f"kernels: Triton kernels need CUDA tensors, got a tensor on {t.device} "
                 "(set TRITON_INTERPRET=1 before importing triton to run them on the CPU interpreter)"
@@ -24,7 +25,7 @@ def check_device(*tensors: Optional[torch.Tensor]) -> None:
 def autocast_inputs(*tensors: Optional[torch.Tensor]):
     """Cast floating inputs to the autocast dtype when autocast is on, as F.conv2d does."""
     device_type = next(t for t in tensors if t is not None).device.type
-    if not torch.is_autocast_enabled(device_type):
+    if device_type not in ("cuda", "cpu") or not torch.is_autocast_enabled(device_type):
         return tensors
     dtype = torch.get_autocast_dtype(device_type)
     return tuple(
@@ -46,8 +47,8 @@ def conv2d(
 ) -> torch.Tensor:
     """2-D convolution with the semantics of ``torch.nn.functional.conv2d``, on Triton kernels.
 
-    Same arguments, same output (shape, dtype, memory format), same gradients;
-    ``algorithm`` is one of ``kernels.ALGORITHMS``.
+    Same arguments, same output (shape, dtype, memory format), same derivatives (reverse mode of
+    any order, forward mode, vmap); ``algorithm`` is one of ``kernels.ALGORITHMS``.
     """
     if isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor):
         input, weight, bias = autocast_inputs(input, weight, bias)
@@ -55,8 +56,6 @@ def conv2d(
     resolve(algorithm, params)  # ineligible algorithms fail here, before any tracing
     check_device(input, weight, bias)
     batched = input.unsqueeze(0) if params.unbatched else input
-    out = conv2d_op(
-        batched, weight, bias,
-        list(params.stride), list(params.padding), list(params.dilation), params.groups, algorithm,
-    )
+    geometry = (list(params.stride), list(params.padding), list(params.dilation), params.groups, algorithm)
+    out = conv_forward(batched, weight, bias, geometry)
     return out.squeeze(0) if params.unbatched else out

@@ -26,7 +26,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import torch
 
-from .autograd import conv2d_fused_op
+from .autograd import conv_fused_inference
 from .dispatch import resolve
 from .epilogue import activation_code
 from .functional import autocast_inputs, check_device
@@ -256,6 +256,6 @@ def conv2d_bn(
     scale, shift = fold(bias, running_mean, running_var, bn_weight, bn_bias, eps, _fold_dtype(params.dtype))
     # The conv bias is inside `shift`: the kernel does not add it again.
     with torch.no_grad():
-        out = conv2d_fused_op(batched, weight, scale, shift, residual, list(params.stride), list(params.padding),
-                              list(params.dilation), params.groups, code, entry.name)
+        out = conv_fused_inference(batched, weight, scale, shift, residual, list(params.stride),
+                                   list(params.padding), list(params.dilation), params.groups, code, entry.name)
     return out.squeeze(0) if params.unbatched else out

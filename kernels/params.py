@@ -7,6 +7,7 @@ offending argument and its value.
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
 
@@ -18,15 +19,21 @@ SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 IntOrPair = Union[int, Sequence[int]]
 
 
+def _index(value, name: str, what: str) -> int:
+    """``value`` as an int, accepting what F.conv2d accepts (``operator.index``: int, NumPy
+    integers, integer 0-d tensors) and rejecting the rest (bool, float, str) with a TypeError."""
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"conv2d: {name} must be {what}, got {value!r}")
+
+
 def _pair(value: IntOrPair, name: str) -> Tuple[int, int]:
-    if isinstance(value, bool):
-        raise TypeError(f"conv2d: {name} must be an int or a pair of ints, got {value!r}")
-    if isinstance(value, int):
-        return (value, value)
+    what = "an int or a pair of ints"
     if isinstance(value, (tuple, list, torch.Size)):
-        values = tuple(value)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            raise TypeError(f"conv2d: {name} must be an int or a pair of ints, got {value!r}")
+        values = tuple(_index(v, name, what) for v in value)
         if len(values) == 1:
             return (values[0], values[0])
         if len(values) == 2:
@@ -35,7 +42,8 @@ def _pair(value: IntOrPair, name: str) -> Tuple[int, int]:
             f"conv2d: expected {name} to be a single integer value or a list of 2 values "
             f"to match the convolution dimensions, but got {name}={list(values)}"
         )
-    raise TypeError(f"conv2d: {name} must be an int or a pair of ints, got {value!r}")
+    v = _index(value, name, what)
+    return (v, v)
 
 
 def output_channels_last(input: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -136,8 +144,7 @@ class ConvParams:
 
         stride = _pair(stride, "stride")
         dilation = _pair(dilation, "dilation")
-        if isinstance(groups, bool) or not isinstance(groups, int):
-            raise TypeError(f"conv2d: groups must be an int, got {groups!r}")
+        groups = _index(groups, "groups", "an int")
         if min(stride) <= 0:
             raise RuntimeError(f"conv2d: non-positive stride is not supported, got stride={list(stride)}")
         if min(dilation) <= 0:

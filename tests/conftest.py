@@ -11,12 +11,30 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
+import dataclasses  # noqa: E402
+
 import pytest  # noqa: E402
 
 import kernels  # noqa: E402,F401
 from kernels.ops import common  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _interpreter_without_overflow_checks():
+    """Triton's interpreter checks every int32 add/sub/mul for overflow (about half of its time on
+    our kernels). The tests' tensors are far too small to overflow int32 offsets (the int64 path is
+    tested by forcing it), so the check is off unless KERNELS_SANITIZE_OVERFLOW=1."""
+    from triton.runtime import interpreter
+
+    builder = getattr(interpreter, "interpreter_builder", None)
+    options = getattr(builder, "options", None)
+    if hasattr(options, "sanitize_overflow") and os.environ.get("KERNELS_SANITIZE_OVERFLOW") != "1":
+        builder.options = dataclasses.replace(options, sanitize_overflow=False)
+
+
+if DEVICE == "cpu":
+    _interpreter_without_overflow_checks()
 
 
 @pytest.fixture(autouse=True)
