@@ -1,7 +1,19 @@
-"""Resolve an ``algorithm=`` argument to a registered Algorithm, checking eligibility."""
+"""Resolve an ``algorithm=`` argument to a registered Algorithm, checking eligibility.
+
+``algorithm="auto"`` routes by, in order:
+1. the timing autotune, when switched on (``autotune_cache``);
+2. a committed per-device routing table (``kernels/routing/<device name>.json``), made from a GPU
+   measurement of that device: its first rule that matches the problem, if that algorithm applies;
+3. the static rules below, which route only to what "fast by construction" predicts fastest
+   (tensor cores through the implicit GEMM, except where there is no reduction to put on them):
+   no rule routes to Winograd or direct until a committed measurement says so.
+"""
 from __future__ import annotations
 
-from typing import Callable, List, Tuple
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -9,21 +21,21 @@ from . import autotune_cache
 from .params import ConvParams
 from .registry import ALIASES, REGISTRY, Algorithm
 
-# The routing table for algorithm="auto": (algorithm, applies when, why). First match wins;
-# every rule only picks an algorithm that is eligible for the shapes it matches.
+# The static routing table: (algorithm, applies when, why). First match wins; every rule only
+# picks an algorithm that is eligible for the shapes it matches.
 ROUTES: List[Tuple[str, Callable[[ConvParams], bool], str]] = [
     ("depthwise", lambda p: p.groups == p.c and p.groups > 1,
      "one channel per group: no reduction for a tl.dot, memory-bound, vectorised over channels"),
-    ("direct", lambda p: p.c_per_group < 8,
-     "under 8 channels per group (the C=3 stem): a tl.dot reduction block of >= 16 would be mostly padding"),
+    ("stem", lambda p: REGISTRY["stem"].eligible(p),
+     "at most 8 input channels (the RGB stem): the reduction runs along padded NHWC row runs on tensor cores"),
     ("pointwise", lambda p: (p.r, p.s) == (1, 1),
-     "1x1: a plain GEMM over channels, no tap loop, stride by indexing"),
-    ("winograd_f2", lambda p: REGISTRY["winograd_f2"].eligible(p) and min(p.c, p.k) >= 64
-     and p.dtype in (torch.float16, torch.bfloat16),
-     "fp16/bf16 3x3 stride 1, >= 64 channels: F(2x2,3x3) does 2.25x fewer multiplies at ~2x im2col's error (README)"),
+     "1x1: a plain GEMM over channels, no tap loop (8-warp tiles allowed), stride by indexing"),
 ]
-# Everything else: the implicit GEMM serves every shape on tensor cores.
+# Everything else: the implicit GEMM serves every shape on tensor cores (narrow groups included:
+# a quarter-full tensor-core reduction still outruns direct's fp32 FMAs).
 FALLBACK = "im2col"
+
+ROUTING_TABLES = Path(__file__).parent / "routing"
 
 
 def heuristic_choice(params: ConvParams) -> str:
@@ -34,17 +46,69 @@ def heuristic_choice(params: ConvParams) -> str:
     return FALLBACK
 
 
-def choose_auto(params: ConvParams) -> str:
-    """``algorithm="auto"``: the routing table, or with the timing autotune on
-    (``KERNELS_AUTOTUNE=1`` or ``kernels.autotune_cache.enable()``) the fastest eligible
-    algorithm measured once per shape and cached on disk. Off by default: deterministic.
+@lru_cache(maxsize=None)
+def routing_table(device_name: str) -> List[Dict]:
+    """The committed rules for ``device_name`` (empty when no measurement was committed).
+
+    File ``kernels/routing/<device name>.json``: ``{"device": ..., "measured": <results file and
+    commit>, "rules": [{"when": {...}, "algorithm": ..., "why": ...}, ...]}``. ``when`` keys, all
+    optional: ``kernel`` [R, S], ``stride`` [sh, sw], ``groups`` ("1", "depthwise" or "grouped"),
+    ``dtype`` (list of names), ``min_channels`` / ``max_channels`` (on min(C, K) / max(C, K)).
     """
+    path = ROUTING_TABLES / f"{device_name}.json"
+    try:
+        return list(json.loads(path.read_text())["rules"])
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def _groups_class(params: ConvParams) -> str:
+    if params.groups == 1:
+        return "1"
+    return "depthwise" if params.groups == params.c else "grouped"
+
+
+def rule_matches(when: Dict, params: ConvParams) -> bool:
+    checks = {
+        "kernel": lambda v: [params.r, params.s] == list(v),
+        "stride": lambda v: list(params.stride) == list(v),
+        "groups": lambda v: _groups_class(params) == str(v),
+        "dtype": lambda v: str(params.dtype).replace("torch.", "") in v,
+        "min_channels": lambda v: min(params.c, params.k) >= v,
+        "max_channels": lambda v: max(params.c, params.k) <= v,
+    }
+    return all(checks[key](value) for key, value in when.items())
+
+
+def _device_name() -> Optional[str]:
+    from .tuning import interpreting
+
+    if interpreting() or not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_name()
+
+
+def table_choice(params: ConvParams, device_name: Optional[str]) -> Optional[str]:
+    """The committed table's algorithm for ``params`` on ``device_name``, if a rule matches and applies."""
+    if device_name is None:
+        return None
+    for rule in routing_table(device_name):
+        name = rule["algorithm"]
+        if rule_matches(rule.get("when", {}), params) and name in REGISTRY and REGISTRY[name].eligible(params):
+            return name
+    return None
+
+
+def choose_auto(params: ConvParams) -> str:
+    """``algorithm="auto"``: the timing autotune when on (``KERNELS_AUTOTUNE=1`` or
+    ``kernels.autotune_cache.enable()``), else the device's committed routing table, else ``ROUTES``.
+    Off by default: deterministic."""
     if autotune_cache.enabled():
         eligible = [name for name, entry in REGISTRY.items() if entry.eligible(params)]
         timed = autotune_cache.choose(params, eligible)
         if timed is not None:
             return timed
-    return heuristic_choice(params)
+    return table_choice(params, _device_name()) or heuristic_choice(params)
 
 
 def resolve(algorithm: str, params: ConvParams) -> Algorithm:

@@ -105,7 +105,7 @@ def epilogue_arguments(out, bias=None, scale=None, shift=None, residual=None, ac
     vectors = tuple(out if t is None else t.contiguous() for t in (bias, scale, shift))
     return EpilogueArguments(
         pointers=vectors + (res,),
-        residual_strides=tuple(res.stride()),
+        residual_strides=tuple(res.stride()) if residual is not None else (0, 0, 0, 0),
         flags=dict(HAS_BIAS=bias is not None, HAS_SCALE=scale is not None,
                    HAS_RESIDUAL=residual is not None, ACTIVATION=activation),
         residual_or_out=res,

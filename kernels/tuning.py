@@ -7,6 +7,9 @@ Every kernel of the package is wrapped in a ``TunedKernel``. The wrapper
   memory for the element size at hand;
 * under ``TRITON_INTERPRET=1``, runs ``interpreter_config`` only (timing configs there is
   meaningless and slow);
+* for kernels whose launch is planned per problem (tile, split-K: ``TunedKernel.launch``), the
+  planner's candidates replace the static list: on a GPU they are what the autotuner times,
+  under the interpreter the first one runs, and the launch returns the config that ran;
 * records itself in ``ALL_KERNELS`` with an example signature, so the sm_90 compile check
   (``kernels/compile_check.py``) compiles every kernel in every config without a GPU.
 """
@@ -68,6 +71,7 @@ class TunedKernel:
     tile_operands: Sequence[Sequence[str]] = ()
     examples: Sequence[Dict] = field(default_factory=list)
     _autotuned: Optional[Callable] = None
+    _plan: Optional[List[triton.Config]] = None
 
     def __post_init__(self):
         ALL_KERNELS.append(self)
@@ -81,6 +85,8 @@ class TunedKernel:
         return tiles * element_bytes * max(cfg.num_stages, 1)
 
     def _prune(self, configs, named_args, **kwargs):
+        if self._plan is not None:
+            return list(self._plan)
         element_bytes = max(
             (arg.element_size() for arg in named_args.values() if hasattr(arg, "element_size")),
             default=4,
@@ -88,10 +94,23 @@ class TunedKernel:
         fitting = [c for c in configs if self.shared_memory_estimate(c, element_bytes) <= SHARED_MEMORY_BYTES]
         return fitting or list(configs)[-1:]
 
+    def launch(self, grid, plan: Sequence[triton.Config], *args, **kwargs) -> triton.Config:
+        """Launch with the planner's candidates ``plan`` (for one problem: the autotune key must
+        determine the plan) and return the config that ran. ``grid(meta)`` sees its meta-parameters."""
+        plan = list(plan)
+        self._plan = plan
+        try:
+            self[grid](*args, **kwargs)
+        finally:
+            self._plan = None
+        if interpreting() or len(plan) == 1 or self._autotuned is None:
+            return plan[0]
+        return self._autotuned.best_config
+
     def __getitem__(self, grid):
         LAUNCHES[self.name] += 1
         if interpreting():
-            cfg = self.interpreter_config
+            cfg = self.interpreter_config if self._plan is None else self._plan[0]
             return lambda *args, **kw: self.fn[grid](
                 *args, **kw, **cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages
             )

@@ -17,14 +17,16 @@ def _params(input_shape, weight_shape, **kw):
 
 # (input, weight, conv args, expected algorithm), one per rule of the table and the fallback.
 ROUTING = [
-    ((32, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), "direct"),  # ResNet stem
+    ((32, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), "stem"),  # ResNet stem
+    ((32, 3, 224, 224), (32, 3, 3, 3), dict(stride=2, padding=1), "stem"),  # MobileNetV2 / VGG stem
     ((32, 64, 56, 56), (256, 64, 1, 1), {}, "pointwise"),  # bottleneck expansion
     ((32, 512, 28, 28), (1024, 512, 1, 1), dict(stride=2), "pointwise"),  # strided 1x1 downsample
     ((32, 144, 56, 56), (144, 1, 3, 3), dict(stride=2, padding=1, groups=144), "depthwise"),  # MobileNetV2
     ((8, 32, 28, 28), (64, 1, 5, 5), dict(padding=2, groups=32), "depthwise"),  # multiplier 2
     ((8, 32, 28, 28), (32, 1, 1, 1), dict(groups=32), "depthwise"),  # 1x1 depthwise: no reduction
-    ((32, 128, 56, 56), (128, 4, 3, 3), dict(padding=1, groups=32), "direct"),  # ResNeXt 32x4d
-    ((32, 3, 32, 32), (16, 3, 1, 1), {}, "direct"),  # 1x1 on 3 channels
+    ((32, 128, 56, 56), (128, 4, 3, 3), dict(padding=1, groups=32), "im2col"),  # ResNeXt 32x4d: narrow groups
+    ((32, 3, 32, 32), (16, 3, 1, 1), {}, "stem"),  # 1x1 on 3 channels
+    ((32, 3, 32, 32), (16, 3, 3, 3), dict(dilation=(1, 2)), "im2col"),  # the stem's runs need dilation_w 1
     ((32, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "im2col"),
     ((32, 256, 14, 14), (256, 64, 3, 3), dict(padding=1, groups=4), "im2col"),
 ]
@@ -35,10 +37,7 @@ ROUTING = [
 def test_auto_routes_as_documented(input_shape, weight_shape, args, expected):
     params = _params(input_shape, weight_shape, **args)
     name = choose_auto(params)
-    if expected == "im2col":  # a rule added after these (Winograd) may claim the shape
-        assert name not in ("direct", "pointwise", "depthwise"), name
-    else:
-        assert name == expected
+    assert name == expected
     assert kernels.REGISTRY[name].eligible(params)
     assert kernels.conv2d_flops(input_shape, weight_shape, **args, algorithm="auto")["algorithm"] == name
 
@@ -140,3 +139,36 @@ def test_autotune_without_gpu_falls_back_to_the_table(cache_dir, monkeypatch):
         pytest.skip("times on the GPU")
     assert choose_auto(params) == heuristic_choice(params) == "pointwise"
     assert not (cache_dir / "autotune.json").exists()
+
+
+def test_static_rules_never_route_to_winograd_or_direct():
+    """No GPU measurement is committed: auto stays on the implicit GEMM for Winograd-eligible layers."""
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):
+        params = ConvParams.from_shapes((32, 256, 56, 56), (256, 256, 3, 3), padding=1, dtype=dtype)
+        assert heuristic_choice(params) == "im2col"
+    assert not any(name in ("winograd_f2", "winograd_f4", "direct") for name, _, _ in ROUTES)
+
+
+def test_committed_routing_table_overrides_the_static_rules(tmp_path, monkeypatch):
+    from kernels import dispatch
+
+    table = {"device": "Fake GPU", "measured": "a test", "rules": [
+        {"when": {"kernel": [3, 3], "stride": [1, 1], "groups": "1", "dtype": ["float16"], "min_channels": 64},
+         "algorithm": "winograd_f2", "why": "test"},
+        {"when": {"kernel": [5, 5]}, "algorithm": "winograd_f2", "why": "ineligible: skipped"},
+    ]}
+    (tmp_path / "Fake GPU.json").write_text(json.dumps(table))
+    monkeypatch.setattr(dispatch, "ROUTING_TABLES", tmp_path)
+    dispatch.routing_table.cache_clear()
+    try:
+        vgg = ConvParams.from_shapes((32, 256, 56, 56), (256, 256, 3, 3), padding=1, dtype=torch.float16)
+        assert dispatch.table_choice(vgg, "Fake GPU") == "winograd_f2"
+        assert dispatch.table_choice(vgg, "Other GPU") is None
+        fp32 = ConvParams.from_shapes((32, 256, 56, 56), (256, 256, 3, 3), padding=1)
+        assert dispatch.table_choice(fp32, "Fake GPU") is None  # dtype does not match
+        five = ConvParams.from_shapes((1, 64, 20, 20), (64, 64, 5, 5), padding=2, dtype=torch.float16)
+        assert dispatch.table_choice(five, "Fake GPU") is None  # Winograd does not apply to 5x5
+        monkeypatch.setattr(dispatch, "_device_name", lambda: "Fake GPU")
+        assert choose_auto(vgg) == "winograd_f2" and choose_auto(five) == "im2col"
+    finally:
+        dispatch.routing_table.cache_clear()

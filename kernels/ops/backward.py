@@ -1,49 +1,81 @@
-"""Generic backward kernels: grad_input (dgrad), grad_weight (wgrad) and grad_bias.
+"""Generic backward kernels on NHWC operands: grad_input (dgrad), grad_weight (wgrad), grad_bias.
 
-* dgrad is an implicit-GEMM transposed convolution. Strides are handled by sub-pixel
-  phases instead of a zero-inserted gradient: input rows h with the same (h + pad) mod stride
-  are reached by the same kernel taps, so each program serves one phase (a grid axis) and
-  skips the taps that cannot reach it. No tap is multiplied by an inserted zero.
-* wgrad is a GEMM (output channels x input channels, per kernel tap) reduced over N*P*Q.
-  The reduction is split into a fixed number of chunks written to an fp32 buffer and summed
-  in a fixed order: deterministic, no atomics.
-* grad_bias is a deterministic per-channel reduction over N*P*Q, split the same way.
+* dgrad is an implicit-GEMM transposed convolution. Strides are handled by sub-pixel phases
+  instead of a zero-inserted gradient: input rows h with the same (h + pad) mod stride are
+  reached by the same kernel taps, so each program serves one phase (a grid axis) and visits only
+  the taps that reach it. ONE pipelined loop runs over every (tap of the phase, block of output
+  channels); tap indices advance as counters, the row offsets of a tap are the first tap's minus a
+  scalar: no division in the loop.
+* wgrad is one GEMM per kernel tap (output channels x input channels), reduced over the N*P*Q
+  pixels; the pixel coordinates of a reduction block advance by a mixed-radix add
+  (``gemm_common.advance_pixels``), not a division.
+* Both take split-K from the planner (``gemm_plan``) when their tile grid is under a wave; parts
+  are added in a fixed order (``splitk``): deterministic, no atomics. grad_bias is a deterministic
+  per-channel reduction over N*P*Q, split the same way.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import triton
 import triton.language as tl
 
+from ..epilogue import store_conv_tile
 from ..params import ConvParams
-from ..tuning import TunedKernel, config, grouped_tile
 from ..prepack import channels_last_weight
-from .common import GEMM_CONFIGS, GEMM_TILES, acc_dtype, dot_precision, needs_int64, new_buffer, reduction_splits
+from ..tuning import TunedKernel, config, grouped_tile
+from . import gemm_plan
+from .common import acc_dtype, dot_precision, needs_int64, new_buffer, reduction_splits
+from .gemm_common import advance_pixels, aligned, finish, nhwc, reduce_if_split, split_range, vector_width_for
 from .phases import stride_phase
+from .splitk import new_partials, splitk_store_partial
+
+
+@triton.jit
+def first_tap(phase, TAPS: tl.constexpr, dil, stride):
+    """The smallest tap t < TAPS with (phase - t*dil) divisible by stride (TAPS if none): the
+    first tap of the kernel that reaches the input rows of this stride phase."""
+    first = TAPS
+    for t in tl.static_range(TAPS):
+        hit = (((phase - t * dil) % stride) == 0) & (first == TAPS)
+        first = tl.where(hit, t, first)
+    return first
 
 
 @triton.jit
 def _dgrad_kernel(
-    dy_ptr, w_ptr, dx_ptr,
+    dy_ptr, w_ptr, dx_ptr, part_ptr,
     N, H, W, P, Q, C_PER_GROUP, K_PER_GROUP, H_PER_PHASE, W_PER_PHASE,
-    sd_n, sd_k, sd_p, sd_q,
-    sw_k, sw_c, sw_r, sw_s,
+    sd_n, sd_p, sd_q,
+    sw_k, sw_r, sw_s,
     sx_n, sx_c, sx_h, sx_w,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
-    R: tl.constexpr, S: tl.constexpr,
+    tap_step_h, tap_step_w, row_step_h, row_step_w,
+    R: tl.constexpr, S: tl.constexpr, VEC: tl.constexpr,
     ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_INT64: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
 ):
-    """Each program computes dx for BLOCK_M input pixels of one stride phase x BLOCK_N channels.
+    """Each program computes dx for BLOCK_M input pixels of one stride phase x BLOCK_N channels of
+    one group, over its part of the reduction.
 
-    Grid: (tiles of (N*H_PER_PHASE*W_PER_PHASE) x C_PER_GROUP, groups, stride_h*stride_w).
-    dx[n, c, h, w] = sum over taps (r, s) with (h + pad_h - r*dil_h) divisible by stride_h
-    (likewise for w) and over k of dy[n, k, p, q] * weight[k, c, r, s].
+    Grid: (tiles of (N*H_PER_PHASE*W_PER_PHASE) x C_PER_GROUP, groups, phases * SPLIT_K).
+    dx[n, c, h, w] = sum over the taps (r, s) with (h + pad_h - r*dil_h) divisible by stride_h
+    (likewise w) and over k of dy[n, k, p, q] * weight[k, c, r, s]. A phase's taps are
+    r = r0 + i*tap_step_h (tap_step_h = stride_h / gcd(stride_h, dil_h)); each step moves the dy row
+    by row_step_h = tap_step_h*dil_h/stride_h. dy and weight have unit channel stride.
     """
     pid = tl.program_id(0)
     group = tl.program_id(1)
-    phase = tl.program_id(2)
+    phase = tl.program_id(2) // SPLIT_K
+    split = tl.program_id(2) % SPLIT_K
     phase_h, phase_w, h_first, w_first = stride_phase(phase, stride_h, stride_w, pad_h, pad_w)
+    K = aligned(K_PER_GROUP, VEC)
+    sd_n, sd_p, sd_q = aligned(sd_n, VEC), aligned(sd_p, VEC), aligned(sd_q, VEC)
+    sw_k, sw_r, sw_s = aligned(sw_k, VEC), aligned(sw_r, VEC), aligned(sw_s, VEC)
+    if USE_INT64:
+        sd_p, sd_q, sw_k = sd_p.to(tl.int64), sd_q.to(tl.int64), sw_k.to(tl.int64)
 
     M = N * H_PER_PHASE * W_PER_PHASE
     pid_m, pid_n = grouped_tile(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(C_PER_GROUP, BLOCK_N), GROUP_M)
@@ -55,99 +87,137 @@ def _dgrad_kernel(
     ij = offs_m % (H_PER_PHASE * W_PER_PHASE)
     h = h_first + (ij // W_PER_PHASE) * stride_h
     w = w_first + (ij % W_PER_PHASE) * stride_w
-    mask_m = (offs_m < M) & (h < H) & (w < W)
     mask_n = offs_n < C_PER_GROUP
     c = group * C_PER_GROUP + offs_n
     if USE_INT64:
         c = c.to(tl.int64)
 
-    dy_group = dy_ptr + group * K_PER_GROUP * sd_k
-    w_group = w_ptr + group * K_PER_GROUP * sw_k
+    # The phase's first tap and its dy row for each pixel (exact divisions, once per program).
+    r0 = first_tap(phase_h, R, dil_h, stride_h)
+    s0 = first_tap(phase_w, S, dil_w, stride_w)
+    taps_h = tl.maximum(tl.cdiv(R - r0, tap_step_h), 0)
+    taps_w = tl.maximum(tl.cdiv(S - s0, tap_step_w), 0)
+    p0 = (h + pad_h - r0 * dil_h) // stride_h
+    q0 = (w + pad_w - s0 * dil_w) // stride_w
+    dy_rows = n * sd_n + p0 * sd_p + q0 * sd_q + group * K
+    w_cols = group * K * sw_k + r0 * sw_r + s0 * sw_s + offs_n
+    # Rows past the GEMM fail every p0 >= dp test. Rows of the phase grid past the image (h >= H)
+    # read real dy rows and are not stored. No row predicate stays live across the loop: a
+    # vector of them ends on the stack in ptxas.
+    p0 = tl.where(offs_m < M, p0, -(1 << 24))
     offs_k = tl.arange(0, BLOCK_K)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    for r in range(R):
-        if (phase_h - r * dil_h) % stride_h == 0:
-            p = (h + pad_h - r * dil_h) // stride_h
-            for s in range(S):
-                if (phase_w - s * dil_w) % stride_w == 0:
-                    q = (w + pad_w - s * dil_w) // stride_w
-                    row_ok = mask_m & (p >= 0) & (p < P) & (q >= 0) & (q < Q)
-                    dy_rows = n * sd_n + p * sd_p + q * sd_q
-                    for k0 in range(0, K_PER_GROUP, BLOCK_K):
-                        kk = k0 + offs_k
-                        k_ok = kk < K_PER_GROUP
-                        a = tl.load(dy_group + dy_rows[:, None] + kk[None, :] * sd_k,
-                                    mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-                        b = tl.load(w_group + kk[:, None] * sw_k + offs_n[None, :] * sw_c + r * sw_r + s * sw_s,
-                                    mask=k_ok[:, None] & mask_n[None, :], other=0.0)
-                        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
 
-    dx_rows = n * sx_n + h * sx_h + w * sx_w
-    mask = mask_m[:, None] & mask_n[None, :]
-    tl.store(dx_ptr + dx_rows[:, None] + c[None, :] * sx_c, acc.to(dx_ptr.dtype.element_ty), mask=mask)
+    k_blocks = tl.cdiv(K, BLOCK_K)
+    first, last = split_range(taps_h * taps_w * k_blocks, split, SPLIT_K)
+    tap = first // tl.maximum(k_blocks, 1)
+    k0 = (first % tl.maximum(k_blocks, 1)) * BLOCK_K
+    i = tap // tl.maximum(taps_w, 1)
+    j = tap % tl.maximum(taps_w, 1)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    for _ in range(first, last):
+        dp = i * row_step_h
+        dq = j * row_step_w
+        row_ok = (p0 >= dp) & (p0 < P + dp) & (q0 >= dq) & (q0 < Q + dq)
+        kk = k0 + offs_k
+        k_ok = kk < K
+        a = tl.load(dy_ptr + (dy_rows[:, None] + (kk - dp * sd_p - dq * sd_q)[None, :]),
+                    mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        w_tap = (i * tap_step_h) * sw_r + (j * tap_step_w) * sw_s
+        b = tl.load(w_ptr + (w_cols[None, :] + (kk * sw_k + w_tap)[:, None]),
+                    mask=k_ok[:, None] & mask_n[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+        k0 += BLOCK_K
+        wrap = (k0 >= K).to(tl.int32)
+        k0 *= 1 - wrap
+        j += wrap
+        wrap = (j >= taps_w).to(tl.int32)
+        j *= 1 - wrap
+        i += wrap
+
+    mask_m = (n < N) & (h < H) & (w < W)
+    if SPLIT_K == 1:
+        store_conv_tile(acc, n, h, w, c, mask_m, mask_n, dx_ptr, sx_n, sx_c, sx_h, sx_w,
+                        dx_ptr, dx_ptr, dx_ptr, dx_ptr, 0, 0, 0, 0, False, False, False, 0)
+    else:
+        pixel = (n * H + h) * W + w
+        splitk_store_partial(acc, part_ptr, split, pixel, c, mask_m, mask_n, N * H * W,
+                             C_PER_GROUP * tl.num_programs(1))
 
 
 @triton.jit
 def _wgrad_kernel(
-    x_ptr, dy_ptr, part_ptr,
-    N, H, W, P, Q, C_PER_GROUP, K_PER_GROUP, K, CHUNK,
-    sx_n, sx_c, sx_h, sx_w,
-    sd_n, sd_k, sd_p, sd_q,
+    x_ptr, dy_ptr, dw_ptr, part_ptr,
+    N, H, W, P, Q, C_PER_GROUP, K_PER_GROUP,
+    sx_n, sx_h, sx_w,
+    sd_n, sd_p, sd_q,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
-    R: tl.constexpr, S: tl.constexpr,
+    R: tl.constexpr, S: tl.constexpr, VEC: tl.constexpr,
     ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_INT64: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
 ):
-    """Each program computes a partial dw[BLOCK_M out-channels, BLOCK_N in-channels] for one
-    kernel tap (r, s) over one CHUNK of the N*P*Q reduction.
+    """Each program computes dw[BLOCK_M out-channels, BLOCK_N in-channels] of one group for one
+    kernel tap (r, s), over its part of the N*P*Q reduction.
 
-    Grid: (tiles of K_PER_GROUP x C_PER_GROUP, R*S*splits, groups). Partial results go to
-    part[split, k, c, r, s] (contiguous); the launcher sums the splits in a fixed order.
+    Grid: (tiles of K_PER_GROUP x C_PER_GROUP, R*S*SPLIT_K, groups). x and dy have unit channel
+    stride. dw is written (K, R, S, C_PER_GROUP)-contiguous (or, split, as
+    part[split, k, (r*S + s)*C_PER_GROUP + c] for ``splitk.split_reduce``).
     """
     pid = tl.program_id(0)
-    tap_split = tl.program_id(1)
+    tap = tl.program_id(1) // SPLIT_K
+    split = tl.program_id(1) % SPLIT_K
     group = tl.program_id(2)
-    tap = tap_split % (R * S)
-    split = tap_split // (R * S)
     r = tap // S
     s = tap % S
+    Cg = aligned(C_PER_GROUP, VEC)
+    Kg = aligned(K_PER_GROUP, VEC)
+    sx_n, sx_h, sx_w = aligned(sx_n, VEC), aligned(sx_h, VEC), aligned(sx_w, VEC)
+    sd_n, sd_p, sd_q = aligned(sd_n, VEC), aligned(sd_p, VEC), aligned(sd_q, VEC)
 
-    pid_m, pid_n = grouped_tile(pid, tl.cdiv(K_PER_GROUP, BLOCK_M), tl.cdiv(C_PER_GROUP, BLOCK_N), GROUP_M)
+    pid_m, pid_n = grouped_tile(pid, tl.cdiv(Kg, BLOCK_M), tl.cdiv(Cg, BLOCK_N), GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_m = offs_m < K_PER_GROUP
-    mask_n = offs_n < C_PER_GROUP
-    k = group * K_PER_GROUP + offs_m
-    c = group * C_PER_GROUP + offs_n
+    mask_m = offs_m < Kg
+    mask_n = offs_n < Cg
+    k = group * Kg + offs_m
+    c = group * Cg + offs_n
     if USE_INT64:
         k = k.to(tl.int64)
         c = c.to(tl.int64)
 
     NPQ = N * P * Q
-    start = split * CHUNK
-    offs_r = tl.arange(0, BLOCK_K)
+    first, last = split_range(tl.cdiv(NPQ, BLOCK_K), split, SPLIT_K)
+    # Pixel coordinates of the first reduction block (divisions once), then a constant stride.
+    j = first * BLOCK_K + tl.arange(0, BLOCK_K)
+    if USE_INT64:
+        j = j.to(tl.int64)
+    n = j // (P * Q)
+    p = (j // Q) % P
+    q = j % Q
+    step_n = BLOCK_K // (P * Q)
+    step_p = (BLOCK_K % (P * Q)) // Q
+    step_q = BLOCK_K % Q
+    h_tap = r * dil_h - pad_h
+    w_tap = s * dil_w - pad_w
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    for j0 in range(start, tl.minimum(start + CHUNK, NPQ), BLOCK_K):
-        j = j0 + offs_r
-        if USE_INT64:
-            j = j.to(tl.int64)
-        j_ok = j < tl.minimum(start + CHUNK, NPQ)
-        n = j // (P * Q)
-        pq = j % (P * Q)
-        p = pq // Q
-        q = pq % Q
-        h = p * stride_h - pad_h + r * dil_h
-        w = q * stride_w - pad_w + s * dil_w
+    for _ in range(first, last):
+        j_ok = n < N
+        h = p * stride_h + h_tap
+        w = q * stride_w + w_tap
         x_ok = j_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
-        a = tl.load(dy_ptr + (n * sd_n + p * sd_p + q * sd_q)[None, :] + k[:, None] * sd_k,
+        a = tl.load(dy_ptr + ((n * sd_n + p * sd_p + q * sd_q)[None, :] + k[:, None]),
                     mask=mask_m[:, None] & j_ok[None, :], other=0.0)
-        b = tl.load(x_ptr + (n * sx_n + h * sx_h + w * sx_w)[:, None] + c[None, :] * sx_c,
+        b = tl.load(x_ptr + ((n * sx_n + h * sx_h + w * sx_w)[:, None] + c[None, :]),
                     mask=x_ok[:, None] & mask_n[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+        n, p, q = advance_pixels(n, p, q, step_n, step_p, step_q, P, Q)
 
-    # part[split, k, c_in_group, r, s], contiguous.
-    out_offs = (((split * K + k[:, None]) * C_PER_GROUP + offs_n[None, :]) * R + r) * S + s
-    tl.store(part_ptr + out_offs, acc, mask=mask_m[:, None] & mask_n[None, :])
+    cols = (r * S + s) * Cg + offs_n
+    if SPLIT_K == 1:
+        offs = k[:, None] * (R * S * Cg) + cols[None, :]
+        tl.store(dw_ptr + offs, acc.to(dw_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    else:
+        splitk_store_partial(acc, part_ptr, split, k, cols, mask_m, mask_n, Kg * tl.num_programs(2), R * S * Cg)
 
 
 @triton.jit
@@ -159,7 +229,7 @@ def _bias_grad_kernel(
 ):
     """Each program sums dy over one CHUNK of N*P*Q for BLOCK_N channels: part[split, k].
 
-    Grid: (channel blocks, splits).
+    Grid: (channel blocks, splits). Pixel coordinates advance by a mixed-radix add, no division.
     """
     pid_k = tl.program_id(0)
     split = tl.program_id(1)
@@ -167,114 +237,129 @@ def _bias_grad_kernel(
     k_ok = k < K
     if USE_INT64:
         k = k.to(tl.int64)
-    NPQ = N * P * Q
     start = split * CHUNK
-    end = tl.minimum(start + CHUNK, NPQ)
+    end = tl.minimum(start + CHUNK, N * P * Q)
+    j = start + tl.arange(0, BLOCK_M)
+    if USE_INT64:
+        j = j.to(tl.int64)
+    n = j // (P * Q)
+    p = (j // Q) % P
+    q = j % Q
+    step_n = BLOCK_M // (P * Q)
+    step_p = (BLOCK_M % (P * Q)) // Q
+    step_q = BLOCK_M % Q
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     for j0 in range(start, end, BLOCK_M):
-        j = j0 + tl.arange(0, BLOCK_M)
-        if USE_INT64:
-            j = j.to(tl.int64)
-        n = j // (P * Q)
-        pq = j % (P * Q)
-        rows = n * sd_n + (pq // Q) * sd_p + (pq % Q) * sd_q
-        v = tl.load(dy_ptr + rows[:, None] + k[None, :] * sd_k, mask=(j < end)[:, None] & k_ok[None, :], other=0.0)
+        rows = n * sd_n + p * sd_p + q * sd_q
+        row_ok = (j0 + tl.arange(0, BLOCK_M)) < end
+        v = tl.load(dy_ptr + rows[:, None] + k[None, :] * sd_k, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
         acc += v.to(ACC_DTYPE)
+        n, p, q = advance_pixels(n, p, q, step_n, step_p, step_q, P, Q)
     tl.store(part_ptr + split * K + k, tl.sum(acc, axis=0), mask=k_ok)
 
 
-_COMMON_EXAMPLE = dict(R=3, S=3, ACC_DTYPE=tl.float32, DOT_PRECISION="ieee", USE_INT64=False)
+_GEMM_KEY = ["N", "H", "W", "P", "Q", "C_PER_GROUP", "K_PER_GROUP", "R", "S", "stride_h", "stride_w", "dil_h",
+             "dil_w", "VEC", "ACC_DTYPE", "DOT_PRECISION", "USE_INT64"]
+_GEMM_TILES = [("BLOCK_M", "BLOCK_K"), ("BLOCK_K", "BLOCK_N")]
 
 DGRAD = TunedKernel(
-    _dgrad_kernel,
-    configs=GEMM_CONFIGS,
-    key=["N", "H", "W", "P", "Q", "C_PER_GROUP", "K_PER_GROUP", "R", "S", "stride_h", "stride_w",
-         "ACC_DTYPE", "DOT_PRECISION", "USE_INT64"],
-    interpreter_config=config(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16, GROUP_M=2, num_stages=1),
-    tile_operands=GEMM_TILES,
-    examples=[dict(constexprs=_COMMON_EXAMPLE, dtype="fp16", ones=("sd_k", "sw_c", "sx_c"), aligned=True),
-              dict(constexprs=dict(_COMMON_EXAMPLE, USE_INT64=True), dtype="bf16"),
-              dict(constexprs=dict(_COMMON_EXAMPLE, R=1, S=1), dtype="fp32")],
+    _dgrad_kernel, configs=gemm_plan.static_menu(flattened=True), key=_GEMM_KEY,
+    interpreter_config=gemm_plan.INTERPRETER_CONFIG, tile_operands=_GEMM_TILES,
 )
-
-# The wgrad GEMM reduces over CHUNK-sized slices; CHUNK is a multiple of every BLOCK_K.
+# One GEMM per tap: the loop walks pixels only, so 8-warp tiles are allowed.
 WGRAD = TunedKernel(
-    _wgrad_kernel,
-    configs=GEMM_CONFIGS,
-    key=["N", "H", "W", "P", "Q", "C_PER_GROUP", "K_PER_GROUP", "CHUNK", "R", "S", "stride_h", "stride_w",
-         "ACC_DTYPE", "DOT_PRECISION", "USE_INT64"],
-    interpreter_config=config(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=2, num_stages=1),
-    tile_operands=GEMM_TILES,
-    examples=[dict(constexprs=_COMMON_EXAMPLE, dtype="fp16", pointer_dtypes=dict(part_ptr="fp32"),
-                   ones=("sd_k", "sx_c"), aligned=True),
-              dict(constexprs=dict(_COMMON_EXAMPLE, USE_INT64=True), dtype="bf16", pointer_dtypes=dict(part_ptr="fp32")),
-              dict(constexprs=dict(_COMMON_EXAMPLE, R=7, S=7), dtype="fp32", pointer_dtypes=dict(part_ptr="fp32"))],
+    _wgrad_kernel, configs=gemm_plan.static_menu(flattened=False), key=_GEMM_KEY,
+    interpreter_config=gemm_plan.INTERPRETER_CONFIG, tile_operands=_GEMM_TILES,
 )
-
 BIAS_GRAD = TunedKernel(
     _bias_grad_kernel,
     configs=[config(BLOCK_M=64, BLOCK_N=64, num_stages=2), config(BLOCK_M=128, BLOCK_N=32, num_stages=2)],
     key=["N", "K", "P", "Q", "CHUNK", "ACC_DTYPE", "USE_INT64"],
     interpreter_config=config(BLOCK_M=16, BLOCK_N=16, num_stages=1),
-    examples=[dict(constexprs=dict(ACC_DTYPE=tl.float32, USE_INT64=False), dtype="fp16",
-                   pointer_dtypes=dict(part_ptr="fp32"))],
 )
+
+
+def _tap_steps(stride: int, dilation: int):
+    """(tap step, dy row step) between the taps one stride phase uses."""
+    tap_step = stride // math.gcd(stride, dilation)
+    return tap_step, tap_step * dilation // stride
+
 
 def grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, channels_last: bool) -> torch.Tensor:
     """dx for ``params``, in channels_last or contiguous layout as asked."""
-    dx = new_buffer((params.n, params.c, params.h, params.w), dy.dtype, dy.device, channels_last)
+    dx = new_buffer((params.n, params.c, params.h, params.w), dy.dtype, dy.device, channels_last=True)
     if dx.numel() == 0:
-        return dx
-    sh, sw = params.stride
-    h_per_phase = triton.cdiv(params.h, sh)
-    w_per_phase = triton.cdiv(params.w, sw)
-    M = params.n * h_per_phase * w_per_phase
+        return finish(dx, channels_last)
+    dy = nhwc(dy)
     w = channels_last_weight(w)
+    sh, sw = params.stride
+    h_per_phase, w_per_phase = triton.cdiv(params.h, sh), triton.cdiv(params.w, sw)
+    (tap_step_h, row_step_h), (tap_step_w, row_step_w) = (_tap_steps(sh, params.dilation[0]),
+                                                          _tap_steps(sw, params.dilation[1]))
+    rows = params.n * h_per_phase * w_per_phase
+    taps = triton.cdiv(params.r, tap_step_h) * triton.cdiv(params.s, tap_step_w)
+    candidates = gemm_plan.plan(gemm_plan.GemmProblem(
+        m=rows, n=params.c_per_group, reduction_block=params.k_per_group, outer_blocks=taps,
+        programs=params.groups * sh * sw, element_bytes=dy.element_size(), flattened=params.r * params.s > 1))
+    splits = gemm_plan.largest_split(candidates)
+    part = new_partials(splits, params.n * params.h * params.w, params.c, dy.dtype, dy.device) if splits > 1 else dx
+    vec = vector_width_for(dy.dtype, params.k_per_group, dy.stride(0), *dy.stride()[2:], w.stride(0),
+                           *w.stride()[2:], tensors=(dy, w))
     grid = lambda meta: (
-        triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(params.c_per_group, meta["BLOCK_N"]),
+        triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(params.c_per_group, meta["BLOCK_N"]),
         params.groups,
-        sh * sw,
+        sh * sw * meta["SPLIT_K"],
     )
-    DGRAD[grid](
-        dy, w, dx,
+    chosen = DGRAD.launch(
+        grid, candidates,
+        dy, w, dx, part,
         params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group,
         h_per_phase, w_per_phase,
-        *dy.stride(), *w.stride(), *dx.stride(),
-        *params.geometry,
-        R=params.r, S=params.s,
+        dy.stride(0), dy.stride(2), dy.stride(3), w.stride(0), w.stride(2), w.stride(3), *dx.stride(),
+        *params.geometry, tap_step_h, tap_step_w, row_step_h, row_step_w,
+        R=params.r, S=params.s, VEC=vec,
         ACC_DTYPE=acc_dtype(dy.dtype), DOT_PRECISION=dot_precision(dy.dtype),
-        USE_INT64=needs_int64(dy, w, dx),
+        USE_INT64=needs_int64(dy, w, dx, part),
     )
-    return dx
+    reduce_if_split(chosen, part, dx, (params.h, params.w), dx.stride())
+    return finish(dx, channels_last)
 
 
 def grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams, channels_last: bool) -> torch.Tensor:
     """dw for ``params`` (K, C/groups, R, S), deterministic."""
     shape = (params.k, params.c_per_group, params.r, params.s)
+    # The kernels write (K, R, S, C/groups) order: a channels_last weight.
+    dw = new_buffer(shape, dy.dtype, dy.device, channels_last=True)
+    if params.n * params.p * params.q == 0:
+        return finish(dw.zero_(), channels_last)
+    dy, x = nhwc(dy), nhwc(x)
     npq = params.n * params.p * params.q
-    if npq == 0 or params.c_per_group == 0:
-        dw = new_buffer(shape, dy.dtype, dy.device, channels_last)
-        return dw.zero_()
-    tiles = triton.cdiv(params.k_per_group, 64) * triton.cdiv(params.c_per_group, 64) * params.r * params.s * params.groups
-    splits, chunk = reduction_splits(npq, tiles)
-    part_dtype = torch.float64 if dy.dtype == torch.float64 else torch.float32
-    part = new_buffer((splits,) + shape, part_dtype, dy.device)
+    candidates = gemm_plan.plan(gemm_plan.GemmProblem(
+        m=params.k_per_group, n=params.c_per_group, reduction_block=npq, outer_blocks=1,
+        programs=params.groups * params.r * params.s, element_bytes=dy.element_size(), flattened=False))
+    splits = gemm_plan.largest_split(candidates)
+    cols = params.r * params.s * params.c_per_group
+    part = new_partials(splits, params.k, cols, dy.dtype, dy.device) if splits > 1 else dw
+    vec = vector_width_for(dy.dtype, params.k_per_group, params.c_per_group, x.stride(0), *x.stride()[2:],
+                           dy.stride(0), *dy.stride()[2:], tensors=(x, dy))
     grid = lambda meta: (
         triton.cdiv(params.k_per_group, meta["BLOCK_M"]) * triton.cdiv(params.c_per_group, meta["BLOCK_N"]),
-        params.r * params.s * splits,
+        params.r * params.s * meta["SPLIT_K"],
         params.groups,
     )
-    WGRAD[grid](
-        x, dy, part,
-        params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group, params.k, chunk,
-        *x.stride(), *dy.stride(),
+    chosen = WGRAD.launch(
+        grid, candidates,
+        x, dy, dw, part,
+        params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group,
+        x.stride(0), x.stride(2), x.stride(3), dy.stride(0), dy.stride(2), dy.stride(3),
         *params.geometry,
-        R=params.r, S=params.s,
+        R=params.r, S=params.s, VEC=vec,
         ACC_DTYPE=acc_dtype(dy.dtype), DOT_PRECISION=dot_precision(dy.dtype),
-        USE_INT64=needs_int64(x, dy, part),
+        USE_INT64=needs_int64(x, dy, dw, part),
     )
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return part.sum(0).to(dtype=dy.dtype, memory_format=fmt)
+    # dw viewed as rows k x columns (r, s, c): row stride R*S*C/groups, column stride 1.
+    reduce_if_split(chosen, part, dw, (1, 1), (cols, 1, 0, 0))
+    return finish(dw, channels_last)
 
 
 def grad_bias(dy: torch.Tensor, params: ConvParams) -> torch.Tensor:

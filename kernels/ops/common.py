@@ -7,7 +7,7 @@ import triton.language as tl
 
 from ..epilogue import epilogue_arguments
 from ..params import ConvParams
-from ..tuning import config, interpreting
+from ..tuning import interpreting
 
 # Tests set this to True so every buffer a kernel is meant to fill starts as NaN:
 # an element the kernel forgets to write then fails the comparison instead of reading 0.
@@ -56,20 +56,6 @@ def new_buffer(shape, dtype, device, channels_last: bool = False) -> torch.Tenso
 def new_output(params: ConvParams, device) -> torch.Tensor:
     """The forward output, (N, K, P, Q) in PyTorch's memory format for this call."""
     return new_buffer(params.output_shape, params.dtype, device, params.channels_last)
-
-
-# H100 tile configs for the implicit-GEMM kernels. Chosen from the sm_90 compile report:
-# none spills registers with channels_last operands; 128x128 tiles need 8 warps for that.
-GEMM_CONFIGS = [
-    config(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, GROUP_M=8, num_stages=4, num_warps=8),
-    config(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, GROUP_M=8, num_stages=4, num_warps=4),
-    config(BLOCK_M=64, BLOCK_N=128, BLOCK_K=32, GROUP_M=8, num_stages=4, num_warps=8),
-    config(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, GROUP_M=8, num_stages=4, num_warps=4),
-    config(BLOCK_M=128, BLOCK_N=32, BLOCK_K=32, GROUP_M=8, num_stages=4, num_warps=4),
-    config(BLOCK_M=64, BLOCK_N=32, BLOCK_K=32, GROUP_M=8, num_stages=3, num_warps=4),
-]
-# The two pipelined operand tiles, for the shared-memory estimate.
-GEMM_TILES = [("BLOCK_M", "BLOCK_K"), ("BLOCK_K", "BLOCK_N")]
 
 
 # Enough programs to fill an H100 (132 SMs) a couple of times over.

@@ -26,6 +26,7 @@ from ..params import ConvParams
 from ..registry import Algorithm, direct_macs, register
 from ..tuning import TunedKernel, config
 from .common import acc_dtype, needs_int64, new_buffer, new_output, reduction_splits
+from .gemm_common import advance_pixels
 from .phases import stride_phase
 
 
@@ -181,19 +182,21 @@ def _depthwise_wgrad_kernel(
     dy_chan = (k * sd_k)[None, :]
     x_chan = ((k // MULT) * sx_c)[None, :]
 
-    NPQ = N * P * Q
     start = split * CHUNK
-    end = tl.minimum(start + CHUNK, NPQ)
+    end = tl.minimum(start + CHUNK, N * P * Q)
+    # Pixel coordinates of the first block (divisions once), then a mixed-radix add per block.
+    j = start + tl.arange(0, BLOCK_M)
+    if USE_INT64:
+        j = j.to(tl.int64)
+    n = j // (P * Q)
+    p = (j // Q) % P
+    q = j % Q
+    step_n = BLOCK_M // (P * Q)
+    step_p = (BLOCK_M % (P * Q)) // Q
+    step_q = BLOCK_M % Q
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     for j0 in range(start, end, BLOCK_M):
-        j = j0 + tl.arange(0, BLOCK_M)
-        if USE_INT64:
-            j = j.to(tl.int64)
-        j_ok = j < end
-        n = j // (P * Q)
-        pq = j % (P * Q)
-        p = pq // Q
-        q = pq % Q
+        j_ok = (j0 + tl.arange(0, BLOCK_M)) < end
         h = p * stride_h - pad_h + r * dil_h
         w = q * stride_w - pad_w + s * dil_w
         x_ok = j_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
@@ -202,16 +205,16 @@ def _depthwise_wgrad_kernel(
         v = tl.load(x_ptr + (n * sx_n + h * sx_h + w * sx_w)[:, None] + x_chan,
                     mask=x_ok[:, None] & mask_n[None, :], other=0.0)
         acc += g.to(ACC_DTYPE) * v.to(ACC_DTYPE)
+        n, p, q = advance_pixels(n, p, q, step_n, step_p, step_q, P, Q)
     tl.store(part_ptr + ((split * K + k) * R + r) * S + s, tl.sum(acc, axis=0), mask=mask_n)
 
 
 _EXAMPLE = dict(R=3, S=3, ACC_DTYPE=tl.float32, USE_INT64=False)
 _FORWARD_EXAMPLE = dict(_EXAMPLE, HAS_BIAS=False, HAS_SCALE=False, HAS_RESIDUAL=False, ACTIVATION=0)
 # Spatial patch x channel tiles; channels innermost, so a channels_last row loads as vectors.
-_PATCH_CONFIGS = [  # none spills in the fp16 channels_last sm_90 compile (forward and dgrad)
+_PATCH_CONFIGS = [  # none spills in the fp16 channels_last sm_90 compile (4x4x128 did: 8 B)
     config(BLOCK_P=4, BLOCK_Q=8, BLOCK_N=64, num_warps=4, num_stages=2),
     config(BLOCK_P=8, BLOCK_Q=8, BLOCK_N=32, num_warps=4, num_stages=2),
-    config(BLOCK_P=4, BLOCK_Q=4, BLOCK_N=128, num_warps=4, num_stages=2),
     config(BLOCK_P=2, BLOCK_Q=16, BLOCK_N=64, num_warps=4, num_stages=2),
     config(BLOCK_P=2, BLOCK_Q=8, BLOCK_N=128, num_warps=8, num_stages=2),
 ]
@@ -317,7 +320,9 @@ def depthwise_grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams,
     npq = params.n * params.p * params.q
     if npq == 0:
         return new_buffer(shape, dy.dtype, dy.device, channels_last).zero_()
-    splits, chunk = reduction_splits(npq, triton.cdiv(params.k, 64) * params.r * params.s)
+    # Splits for the widest channel block of the configs, so every config fills the GPU.
+    widest = max(cfg.kwargs["BLOCK_N"] for cfg in DEPTHWISE_WGRAD.configs)
+    splits, chunk = reduction_splits(npq, triton.cdiv(params.k, widest) * params.r * params.s)
     part_dtype = torch.float64 if dy.dtype == torch.float64 else torch.float32
     part = new_buffer((splits,) + shape, part_dtype, dy.device)
     grid = lambda meta: (triton.cdiv(params.k, meta["BLOCK_N"]), params.r * params.s * splits)

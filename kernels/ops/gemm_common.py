@@ -1,0 +1,65 @@
+"""Pieces shared by the implicit-GEMM kernels (forward, dgrad, wgrad, stem) and their launchers."""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import gemm_plan
+from .splitk import split_reduce
+
+
+@triton.jit
+def aligned(value, VEC: tl.constexpr):
+    """``value`` (a multiple of VEC, which the launcher checked) in a form Triton's divisibility
+    analysis sees as one: loads and masks built from it vectorise to VEC elements."""
+    return (value // VEC) * VEC
+
+
+@triton.jit
+def advance_pixels(n, p, q, step_n, step_p, step_q, P, Q):
+    """(n, p, q) of the pixel ``step`` = (step_n*P + step_p)*Q + step_q positions further in
+    (n, p, q) order, for 0 <= step_p < P and 0 <= step_q < Q: a mixed-radix add with one carry
+    per digit, so a main loop walks pixels without a division."""
+    q = q + step_q
+    carry = (q >= Q).to(q.dtype)
+    q -= carry * Q
+    p = p + step_p + carry
+    carry = (p >= P).to(p.dtype)
+    p -= carry * P
+    n = n + step_n + carry
+    return n, p, q
+
+
+@triton.jit
+def split_range(iterations, split, SPLIT_K: tl.constexpr):
+    """[first, last) of the main-loop iterations that reduction part ``split`` of SPLIT_K runs."""
+    per_split = tl.cdiv(iterations, SPLIT_K)
+    first = split * per_split
+    return first, tl.minimum(first + per_split, iterations)
+
+
+def nhwc(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with channels contiguous (itself when it already is): the GEMM kernels' operand layout.
+
+    NCHW and strided callers are served by the channels_last kernels through this one copy
+    (the planner's layout decision; a GPU measurement showing a strided path faster would
+    change it here). Other strides stay as they are: the vector width follows them.
+    """
+    return t if t.size(1) == 1 or t.stride(1) == 1 else t.contiguous(memory_format=torch.channels_last)
+
+
+def vector_width_for(dtype: torch.dtype, *values: int, tensors=()) -> int:
+    return gemm_plan.vector_width(torch.empty((), dtype=dtype).element_size(), *values, tensors=tensors)
+
+
+def finish(result: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """The kernels write channels_last; PyTorch's rule may ask for NCHW (one copy out)."""
+    return result if channels_last else result.contiguous()
+
+
+def reduce_if_split(chosen, part, out, pixels, out_strides, **epilogue) -> None:
+    """After a planned launch: add the split-K partials into ``out`` when the chosen config split."""
+    splits = chosen.kwargs["SPLIT_K"]
+    if splits > 1:
+        split_reduce(part[:splits], out, pixels, out_strides, **epilogue)
