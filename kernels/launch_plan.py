@@ -119,20 +119,10 @@ class Launch:
     def phase(self) -> str:
         return self.labels.get("phase", "-")
 
-    def compiled(self) -> List[Compiled]:
-        """The launched config and every other candidate, each once."""
-        seen, out = set(), []
-        for item in [self.launched] + self.candidates:
-            key = (item.config, item.binary.hash if item.binary else item.error)
-            if key not in seen:
-                seen.add(key)
-                out.append(item)
-        return out
-
     def to_json(self, brief_candidates: bool = False) -> dict:
-        data = dict(index=self.index, kernel=self.kernel, labels=self.labels, phase=self.phase, dtype=self.dtype,
-                    constexprs=self.constexprs, ones=self.ones, div16=self.div16, not_div16=self.not_div16,
-                    ints=self.launched.ints, tuning=self.tuning)
+        data = dict(index=self.index, kernel=self.kernel, kernel_id=self.kernel_id, labels=self.labels,
+                    phase=self.phase, dtype=self.dtype, constexprs=self.constexprs, ones=self.ones,
+                    div16=self.div16, not_div16=self.not_div16, ints=self.launched.ints, tuning=self.tuning)
         data.update(self.launched.to_json())
         data["candidates"] = [c.to_json(brief=brief_candidates) for c in self.candidates]
         return data
@@ -403,7 +393,8 @@ def _accept_cpu_tensors() -> List[Tuple[Any, Any]]:
         original(*(t for t in tensors if t is not None and t.device.type != "cpu"))
 
     modules = [module for name, module in list(sys.modules.items())
-               if (name == "kernels" or name.startswith("kernels.")) and getattr(module, "check_device", None) is original]
+               if (name == "kernels" or name.startswith("kernels."))
+               and getattr(module, "check_device", None) is original]
     for module in modules:
         module.check_device = check_device
     return [(module, original) for module in modules]

@@ -58,8 +58,9 @@ _PRED = r"^\s*(?:@!?%p\d+\s+)?"
 _WGMMA = re.compile(_PRED + r"wgmma\.mma_async", re.M)
 _MMA_SYNC = re.compile(_PRED + r"mma\.sync", re.M)
 _TMA = re.compile(_PRED + r"cp\.async\.bulk\.tensor", re.M)
-_CP_ASYNC = re.compile(_PRED + r"cp\.async\.c[ag]\.shared\.global\S*\s+\[[^\]]*\],\s*\[[^\]]*\],\s*(0x[0-9a-fA-F]+|\d+)",
-                       re.M)
+# cp.async.cg.shared.global [dst], [src], SIZE(, src-size): the size in bytes is the third operand.
+_CP_ASYNC = re.compile(
+    _PRED + r"cp\.async\.c[ag]\.shared\.global\S*\s+\[[^\]]*\],\s*\[[^\]]*\],\s*(0x[0-9a-fA-F]+|\d+)", re.M)
 
 
 def mma_kind(ptx: str) -> str:

@@ -70,7 +70,8 @@ def test_the_jit_specialisation_of_channels_last_calls_is_compiled(report):
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 @pytest.mark.parametrize("path, kernel", HOT_PATHS)
 def test_hot_path_uses_wgmma_and_async_copies_without_spills(report, path, kernel, dtype):
-    rows = [r for r in report["rows"] if r["kernel"] == kernel and r["dtype"] == dtype and r["layout"] == "channels_last"]
+    rows = [r for r in report["rows"]
+            if r["kernel"] == kernel and r["dtype"] == dtype and r["layout"] == "channels_last"]
     assert rows, f"no {dtype} channels_last call compiles {kernel}: add one to kernels.compile_check.CALLS"
     bad = [f"{r['config']} [{r['variant']}]: mma={r['mma']} async_copy={r['async_copy']} spill={r['spill_bytes']} B"
            for r in rows if r["mma"] != "wgmma" or r["async_copy"] == "none" or r["spill_bytes"]]
