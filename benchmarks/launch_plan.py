@@ -21,7 +21,6 @@ import json
 import os
 import sys
 import time
-import warnings
 from collections import Counter
 from pathlib import Path
 from typing import List, Sequence
@@ -160,7 +159,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise SystemExit("benchmarks.launch_plan: run with TRITON_INTERPRET=0 (the interpreter compiles nothing)")
-    warnings.filterwarnings("ignore", message="TRITON_DEFAULT_FP_FUSION is unset")
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     unknown = [s for s in args.suites if s not in SUITES]
     if unknown:

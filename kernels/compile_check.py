@@ -26,7 +26,6 @@ import multiprocessing
 import os
 import sys
 import time
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,26 +51,40 @@ class Layer:
     first: bool = False  # reads the image: no grad_input in training
 
 
+ALL_PASSES = ("fwd", "dgrad", "wgrad")  # with a bias, the backward also runs the bias gradient
+FWD_DGRAD = ("fwd", "dgrad")
+
+
 @dataclass(frozen=True)
 class Call:
     layer: Layer
     algorithm: str
     dtypes: Tuple[str, ...] = DTYPES
+    passes: Tuple[str, ...] = ALL_PASSES
 
 
-# Chosen to reach every specialisation the networks make once: 3x3 / 1x1 / 7x7 taps, unit and
-# larger strides (the JIT specialises stride 1), bias, depthwise, a small-M layer (1568 pixels).
+# Chosen to reach each specialisation the networks make once, and no more (a compile costs about
+# a CPU second): 3x3 / 1x1 / 7x7 taps, unit and larger strides (the JIT specialises stride 1),
+# bias, channel counts that are not multiples of 16 (MobileNetV2's 24), depthwise, a small-M
+# layer (1568 output pixels).
 VGG_3X3 = Layer("vgg16.features.12", 256, 56, 256, 3, padding=1, bias=True)
+RESNET_1X1 = Layer("resnet50.layer1.0.conv1", 64, 56, 64, 1)
+STEM = Layer("resnet50.conv1", 3, 224, 64, 7, stride=2, padding=3, first=True)
 CALLS: List[Call] = [
-    # The hot paths, fp16 and bf16: im2col forward, dgrad, wgrad, bias grad; the 1x1 GEMM
-    # forward and grad_input, 1x1 wgrad; the C=3 stem and the small-M 3x3 as auto routes them.
+    # The hot paths in fp16 and bf16: im2col forward, dgrad, wgrad, bias grad; the 1x1 GEMM
+    # forward and grad_input with 64 and 24 input channels, 1x1 wgrad; the C=3 stem and the
+    # small-M 3x3 as auto routes them.
     Call(VGG_3X3, "im2col"),
-    Call(Layer("resnet50.layer1.0.conv1", 64, 56, 64, 1), "pointwise"),
-    Call(Layer("resnet50.conv1", 3, 224, 64, 7, stride=2, padding=3, first=True), "auto"),
+    Call(RESNET_1X1, "pointwise", ("fp16",)),
+    Call(RESNET_1X1, "pointwise", ("bf16",), FWD_DGRAD),
+    Call(Layer("mobilenet_v2.features.3.conv.0.0", 24, 56, 144, 1), "pointwise", passes=FWD_DGRAD),
+    Call(STEM, "auto", ("fp16",)),
+    Call(STEM, "auto", ("bf16",), ("fwd",)),
     Call(Layer("resnet50.layer4.1.conv2", 512, 7, 512, 3, padding=1), "auto"),
-    # More specialisations, fp16: stride 2 (dgrad by stride phases), depthwise.
-    Call(Layer("resnet50.layer2.0.conv2", 128, 56, 128, 3, stride=2, padding=1), "auto", ("fp16",)),
-    Call(Layer("mobilenet_v2.features.2.conv.1.0", 96, 112, 96, 3, stride=2, padding=1, groups=96), "auto", ("fp16",)),
+    # More specialisations, fp16: 24 output channels, stride 2 (dgrad by stride phases), depthwise.
+    Call(Layer("mobilenet_v2.features.2.conv.2", 96, 56, 24, 1), "pointwise", ("fp16",), ("fwd",)),
+    Call(Layer("resnet50.layer2.0.conv2", 128, 56, 128, 3, stride=2, padding=1), "auto", ("fp16",), FWD_DGRAD),
+    Call(Layer("mobilenet_v2.features.3.conv.1.0", 144, 56, 144, 3, padding=1, groups=144), "auto", ("fp16",)),
 ]
 
 _TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
@@ -110,7 +123,6 @@ def _record(task: Tuple[int, Call, str, str], extra_configs=None) -> dict:
 
     from . import launch_plan, tuning
 
-    warnings.filterwarnings("ignore", message="TRITON_DEFAULT_FP_FUSION is unset")
     torch.set_num_threads(1)
     with launch_plan.recording() as plan:
         for kernel_id, configs in (extra_configs or {}).items():
@@ -121,7 +133,9 @@ def _record(task: Tuple[int, Call, str, str], extra_configs=None) -> dict:
             plan, (BATCH, layer.c, layer.h, layer.h), (layer.k, layer.c // layer.groups, layer.r, layer.r),
             stride=layer.stride, padding=layer.padding, groups=layer.groups, bias=layer.bias,
             dtype=getattr(torch, _TORCH_DTYPES[dtype]), channels_last=layout == "channels_last",
-            algorithm=call.algorithm, input_grad=not layer.first, layer=layer.name, call=index)
+            algorithm=call.algorithm, backward=call.passes != ("fwd",),
+            input_grad="dgrad" in call.passes and not layer.first, weight_grad="wgrad" in call.passes,
+            layer=layer.name, call=index)
     return plan.to_json()
 
 
@@ -197,6 +211,8 @@ def run(calls: Sequence[Call] = CALLS, layouts: Sequence[str] = ("channels_last"
         raise SystemExit("compile_check: unset TRITON_INTERPRET (the interpreter compiles nothing)")
     import kernels  # noqa: F401  (every algorithm registered)
 
+    # As the tests and benchmarks set it (Triton's default today), so all three share compiled kernels.
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     start = time.perf_counter()
     calls = all_calls(calls)
     # One task (and recording: the autotuner tunes afresh) per call, dtype and layout, handed out
@@ -327,7 +343,6 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--layouts", nargs="+", default=["channels_last"], choices=["channels_last", "nchw"])
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore", message="TRITON_DEFAULT_FP_FUSION is unset")
     result = run(layouts=args.layouts, workers=args.workers)
     print(format_table(result["rows"]))
     print("\n".join(summary(result["rows"])) + f"\n({result['seconds']:.0f} s)")

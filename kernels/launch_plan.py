@@ -277,11 +277,11 @@ def describe_conv(c: int, h: int, w: int, k: int, r: int, s: int, stride=1, grou
 
 def record_conv2d(plan: Recording, input_shape, weight_shape, *, stride=1, padding=0, dilation=1, groups=1,
                   bias=False, dtype=torch.float16, channels_last=True, algorithm="auto", backward=True,
-                  input_grad=True, **labels) -> bool:
+                  input_grad=True, weight_grad=True, **labels) -> bool:
     """``kernels.conv2d`` (and, with ``backward``, ``out.backward(dy)``) on CPU tensors of these
     sizes, recorded with ``labels`` plus the algorithm ``auto`` resolves to and the layer's shape.
-    ``input_grad=False`` for a network's first layer (the image needs no gradient). Returns False
-    if the call raised (the error is in ``plan.errors``)."""
+    ``input_grad=False`` for a network's first layer (the image needs no gradient), ``weight_grad``
+    likewise. Returns False if the call raised (the error is in ``plan.errors``)."""
     import kernels
     from .dispatch import resolve
     from .params import ConvParams
@@ -306,7 +306,7 @@ def record_conv2d(plan: Recording, input_shape, weight_shape, *, stride=1, paddi
                 kernels.conv2d(x, w, b, stride, padding, dilation, groups, algorithm=algorithm)
             return
         x.requires_grad_(input_grad)
-        w.requires_grad_(True)
+        w.requires_grad_(weight_grad)
         if b is not None:
             b.requires_grad_(True)
         out = kernels.conv2d(x, w, b, stride, padding, dilation, groups, algorithm=algorithm)

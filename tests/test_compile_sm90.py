@@ -15,14 +15,32 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # The hot paths of the networks, checked in fp16 and bf16 channels_last on every config the
-# autotuner may pick: (path, kernel). One line per path; a path that cannot meet the bar yet is
-# written pytest.param(path, kernel, marks=pytest.mark.xfail(strict=True, reason="what fails")).
+# autotuner may pick for every call of kernels.compile_check.CALLS: (path, kernel). One line per path.
 HOT_PATHS = [
     ("im2col forward", "_im2col_forward_kernel"),
     ("dgrad", "_dgrad_kernel"),
     ("wgrad", "_wgrad_kernel"),
     ("pointwise", "_pointwise_gemm_kernel"),
 ]
+# (path, dtype) -> what fails on today's kernels: xfail(strict=True), so the test fails once it
+# passes and the line is deleted.
+_POINTWISE_24 = ("MobileNetV2's 24-channel 1x1s (channel counts not multiples of 16): the forward with 24 input "
+                 "channels has no async copies in any config (24x56x56->144); 24 output channels spill 248-352 B at "
+                 "255 registers in M128 N128 and M128 N64 (grad_input of 24x56x56->144{})")
+KNOWN_FAILURES = {
+    ("pointwise", "fp16"): _POINTWISE_24.format(", forward of 96x56x56->24"),
+    ("pointwise", "bf16"): _POINTWISE_24.format(""),
+}
+
+
+def _hot_cases():
+    for path, kernel in HOT_PATHS:
+        for dtype in ("fp16", "bf16"):
+            reason = KNOWN_FAILURES.get((path, dtype))
+            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            yield pytest.param(path, kernel, dtype, marks=marks, id=f"{path}-{dtype}")
+
+
 ROW_FIELDS = {"kernel", "config", "dtype", "variant", "registers", "spill_bytes", "smem_bytes", "mma",
               "async_copy", "ctas_per_sm", "grid", "waves"}
 
@@ -67,8 +85,7 @@ def test_the_jit_specialisation_of_channels_last_calls_is_compiled(report):
         assert not [a for a in row["not_div16"] if a.endswith("_ptr")], row
 
 
-@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-@pytest.mark.parametrize("path, kernel", HOT_PATHS)
+@pytest.mark.parametrize("path, kernel, dtype", list(_hot_cases()))
 def test_hot_path_uses_wgmma_and_async_copies_without_spills(report, path, kernel, dtype):
     rows = [r for r in report["rows"]
             if r["kernel"] == kernel and r["dtype"] == dtype and r["layout"] == "channels_last"]
