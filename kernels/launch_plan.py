@@ -32,7 +32,7 @@ import torch
 import triton
 
 from . import tuning
-from .hopper import H100, CompileOnlyDriver, Device, ctas_per_sm, waves
+from .hopper import H100, CompileOnlyDriver, ctas_per_sm, waves
 from .sm90_binary import Binary
 
 # The custom ops of kernels.autograd: a launch inside one of them belongs to that pass.
@@ -401,7 +401,7 @@ def _accept_cpu_tensors() -> List[Tuple[Any, Any]]:
 
 
 @contextlib.contextmanager
-def recording(device: Device = H100) -> Iterator[Recording]:
+def recording() -> Iterator[Recording]:
     """Make the compile-only driver active and record every launch into the yielded Recording."""
     from triton.runtime.driver import driver
 
@@ -418,7 +418,7 @@ def recording(device: Device = H100) -> Iterator[Recording]:
     for kernel in tuning.ALL_KERNELS:  # every recording tunes afresh, so candidates are recorded
         if kernel._autotuned is not None:
             kernel._autotuned.cache.clear()
-    driver.set_active(CompileOnlyDriver(plan._on_launch, plan._benchmark, device))
+    driver.set_active(CompileOnlyDriver(plan._on_launch, plan._benchmark))
     knobs.cache = False  # the equal "timings" must never reach Triton's on-disk autotune cache
     tuning.LAUNCH_OBSERVER = plan._observe
     restore = _accept_cpu_tensors()
