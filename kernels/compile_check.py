@@ -1,7 +1,8 @@
 """The sm_90 compile check: what Triton's JIT compiles for an H100 from real calls, without a GPU.
 
-Every call of ``CALLS`` (a real layer at batch 32, channels_last, fp16 and/or bf16, forward and
-backward) goes through ``kernels.conv2d`` under ``kernels.launch_plan.recording()``: the JIT
+Every call of ``CALLS`` (a real layer at batch 32, channels_last, fp16 and/or bf16, the passes
+it names of forward, dgrad and wgrad) goes through ``kernels.conv2d`` (and ``out.backward``)
+under ``kernels.launch_plan.recording()`` (one recording per call, on two worker processes): the JIT
 specialises the real arguments (unit strides to the constant 1, pointers and channel counts
 divisible by 16) and ``triton.autotune`` compiles every pruned config of every kernel launched.
 Every registered algorithm that no call reaches gets a call of its own (fp16, the first layer it
@@ -13,7 +14,7 @@ call that produced it): registers, spill bytes, shared memory, ``mma`` (wgmma | 
 none), ``async_copy`` (tma | cp.async | none), CTAs per SM from registers, shared memory and
 warps, and the grid and waves on 132 SMs of the call.
 
-    python -m kernels.compile_check [--json FILE] [--markdown FILE] [--workers N]
+    python -m kernels.compile_check [--json FILE] [--markdown FILE] [--workers N] [--layouts ...]
 
 Needs a process without ``TRITON_INTERPRET``. Exit status 1 if a call or a config fails to
 compile or fit, or a kernel of ALL_KERNELS is compiled by nothing.
