@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import List
@@ -52,6 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="interpreter runs: divide channels and pixels of each layer by these")
     parser.add_argument("--out", type=Path, help="output folder (default benchmarks/results/<device>)")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--no-launch-plan", action="store_true",
+                        help="without a GPU, skip the H100 launch plan (benchmarks/launch_plan.py) of the suites")
     parser.add_argument("--merge", action="store_true",
                         help="keep the rows of an earlier results.json in the output folder for settings this run "
                              "does not repeat (to split a long GPU run into several commands)")
@@ -194,10 +198,24 @@ def write_report(results: Results, plots: bool = True) -> List[Path]:
     return paths
 
 
+def write_launch_plan(args) -> int:
+    """What an H100 would launch for the suites' layers at batch 32, compiled for sm_90 in a
+    subprocess: this process runs the interpreter, which compiles nothing."""
+    out = (args.out or RESULTS) / "h100-launch-plan"
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    command = [sys.executable, "-m", "benchmarks.launch_plan", "--suites", *args.suites, "--batch", "32",
+               "--out", str(out)]
+    print("Compiling what an H100 would launch (batch 32, fp16, channels_last, forward and backward) ...", flush=True)
+    return subprocess.run(command, env=env, cwd=Path(__file__).resolve().parent.parent).returncode
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     results = run(args)
     paths = write_report(results, plots=not args.no_plots)
+    plan_failed = not ON_GPU and not args.no_launch_plan and write_launch_plan(args) != 0
+    if plan_failed:
+        print("WRONG: the H100 launch plan had failures (see its report)", file=sys.stderr)
     print("wrote " + ", ".join(str(p) for p in paths))
     if not ON_GPU:
         print("(interpreter run: the times in this report are NOT GPU timings)")
@@ -207,4 +225,4 @@ def main(argv=None) -> int:
         problem = r["timing"] if r["ms"] is None else f"relative error {r['rel_err']:.2e}"
         print(f"WRONG: {r.get('suite', r.get('model'))} {where} {r['precision']} {r['layout']} {r['impl']}: {problem}",
               file=sys.stderr)
-    return 1 if wrong else 0
+    return 1 if wrong or plan_failed else 0

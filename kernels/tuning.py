@@ -10,8 +10,9 @@ Every kernel of the package is wrapped in a ``TunedKernel``. The wrapper
 * for kernels whose launch is planned per problem (tile, split-K: ``TunedKernel.launch``), the
   planner's candidates replace the static list: on a GPU they are what the autotuner times,
   under the interpreter the first one runs, and the launch returns the config that ran;
-* records itself in ``ALL_KERNELS`` with an example signature, so the sm_90 compile check
-  (``kernels/compile_check.py``) compiles every kernel in every config without a GPU.
+* records itself in ``ALL_KERNELS``, and reports every launch to ``LAUNCH_OBSERVER`` when one
+  is set: ``kernels.launch_plan`` records there what an H100 would run (the sm_90 compile check,
+  ``kernels/compile_check.py``, and the benchmarks' launch plan are built on it).
 """
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ ALL_KERNELS: List["TunedKernel"] = []
 # Kernel launches so far, by kernel name (every launch goes through ``TunedKernel.__getitem__``);
 # tests read it to count launches per forward.
 LAUNCHES: Counter = Counter()
+
+# ``observer(kernel, grid, launcher) -> launcher``, called on every launch when set (only by
+# ``kernels.launch_plan.recording``): it sees the TunedKernel, its grid and the launch.
+LAUNCH_OBSERVER: Optional[Callable] = None
 
 # Hopper: 227 KiB of shared memory per block at most.
 SHARED_MEMORY_BYTES = 227 * 1024
@@ -60,8 +65,7 @@ class TunedKernel:
 
     ``tile_operands``: pairs of meta-parameter names whose product is one pipelined operand
     tile (e.g. ``("BLOCK_M", "BLOCK_K")``), for the shared-memory estimate.
-    ``example``: ``(pointer dtypes by argument name, constexprs)`` for the compile check;
-    pointers not named there take ``default_pointer_dtype``.
+    ``examples``: no longer read (the sm_90 compile check now compiles real calls).
     """
 
     fn: Callable
@@ -109,6 +113,10 @@ class TunedKernel:
 
     def __getitem__(self, grid):
         LAUNCHES[self.name] += 1
+        launcher = self._launcher(grid)
+        return launcher if LAUNCH_OBSERVER is None else LAUNCH_OBSERVER(self, grid, launcher)
+
+    def _launcher(self, grid):
         if interpreting():
             cfg = self.interpreter_config if self._plan is None else self._plan[0]
             return lambda *args, **kw: self.fn[grid](
