@@ -101,8 +101,8 @@ def _winograd_fused_kernel(
     for c0 in range(0, C, BLOCK_C):
         c = c0 + offs_c
         c_ok = c < C
-        d = load_input_patches(x_ptr, n, th, tw, mask_t, c, c_ok, H, W, sx_n, sx_c, sx_h, sx_w, pad_h, pad_w,
-                               M_OUT, POSITIONS_PAD)
+        d = load_input_patches(x_ptr, pos, n, th, tw, mask_t, c, c_ok, H, W, sx_n, sx_c, sx_h, sx_w, pad_h, pad_w,
+                               M_OUT)
         patches = tl.reshape(d, (POSITIONS_PAD, BLOCK_T * BLOCK_C))
         acc_a = _position_products(transform_a, patches, u_ptr, slots_a, c, k, mask_n, su_pos, su_k, acc_a,
                                    ALPHA * ALPHA, BLOCK_T, BLOCK_C, ACC_DTYPE, DOT_PRECISION)

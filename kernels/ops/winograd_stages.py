@@ -49,25 +49,31 @@ def _winograd_input_transform_kernel(
     """Each program writes V[:, t, c] for BLOCK_T tiles t x BLOCK_C channels c.
 
     Grid: (ceil(T / BLOCK_T), C_pad / BLOCK_C). Channels in [C, C_pad) read as 0, so their V
-    is 0 (BLOCK_C divides C_pad: no store mask on channels).
+    is 0 (BLOCK_C divides C_pad: no store mask on channels). The product with kron(B^T, B^T)
+    reduces over the patch in chunks of 16 positions (unrolled): an fp32 IEEE product runs on
+    FMAs, which hold the whole reduction extent per thread (64 positions spilled for F(4x4)).
     """
     ALPHA: tl.constexpr = M_OUT + 2
+    CHUNK: tl.constexpr = 16
     offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     t_ok = offs_t < N * TILES_H * TILES_W
-    pos = tl.arange(0, POSITIONS_PAD)
+    rows = tl.arange(0, POSITIONS_PAD)
     if USE_INT64:
         offs_t = offs_t.to(tl.int64)
-        pos = pos.to(tl.int64)
+        rows = rows.to(tl.int64)
     n, th, tw = tile_coordinates(offs_t, TILES_H, TILES_W)
-    d = load_input_patches(x_ptr, n, th, tw, t_ok, c, c < C, H, W, sx_n, sx_c, sx_h, sx_w, pad_h, pad_w,
-                           M_OUT, POSITIONS_PAD)
-    transform = tl.load(bt_ptr + pos[:, None] * POSITIONS_PAD + pos[None, :])
-    v = tl.dot(transform, tl.reshape(d, (POSITIONS_PAD, BLOCK_T * BLOCK_C)), input_precision="ieee",
-               out_dtype=ACC_DTYPE)
+    v = tl.zeros((POSITIONS_PAD, BLOCK_T * BLOCK_C), dtype=ACC_DTYPE)
+    for first in tl.static_range(0, POSITIONS_PAD, CHUNK):
+        pos = first + tl.arange(0, CHUNK)
+        d = load_input_patches(x_ptr, pos, n, th, tw, t_ok, c, c < C, H, W, sx_n, sx_c, sx_h, sx_w, pad_h, pad_w,
+                               M_OUT)
+        transform = tl.load(bt_ptr + rows[:, None] * POSITIONS_PAD + pos[None, :])
+        v = tl.dot(transform, tl.reshape(d, (CHUNK, BLOCK_T * BLOCK_C)), v, input_precision="ieee",
+                   out_dtype=ACC_DTYPE)
     v = tl.reshape(v, (POSITIONS_PAD, BLOCK_T, BLOCK_C))
-    ok = (pos < ALPHA * ALPHA)[:, None, None] & t_ok[None, :, None]
-    tl.store(v_ptr + pos[:, None, None] * sv_p + offs_t[None, :, None] * sv_t + c[None, None, :],
+    ok = (rows < ALPHA * ALPHA)[:, None, None] & t_ok[None, :, None]
+    tl.store(v_ptr + rows[:, None, None] * sv_p + offs_t[None, :, None] * sv_t + c[None, None, :],
              v.to(v_ptr.dtype.element_ty), mask=ok)
 
 
@@ -225,24 +231,27 @@ class _Transforms:
         assert all(CHANNEL_QUANTUM % c.kwargs["BLOCK_C"] == 0 for c in [*input_configs, self.input.interpreter_config])
 
 
-# F(2x2): 16 positions, so wide column blocks; F(4x4): 36 positions padded to 64 rows.
+# F(2x2): 16 positions, so wide column blocks; F(4x4): 36 positions padded to 64 rows (its
+# input transform at 128 columns per 8 warps stays near 100 registers in fp16 and fp32). The
+# output transform holds M, its two tf32x3 halves and Y: 512 columns per 8 warps (F(2x2)) keep
+# it near 70 registers, twice that went to ~175.
 _TRANSFORMS = {
     F2.name: _Transforms(
         F2,
         input_configs=[config(BLOCK_T=16, BLOCK_C=64, num_stages=1, num_warps=8),
-                       config(BLOCK_T=8, BLOCK_C=64, num_stages=1, num_warps=4),
+                       config(BLOCK_T=8, BLOCK_C=64, num_stages=1, num_warps=8),
                        config(BLOCK_T=32, BLOCK_C=32, num_stages=1, num_warps=8)],
         output_configs=[config(BLOCK_T=8, BLOCK_N=64, num_stages=1, num_warps=8),
-                        config(BLOCK_T=16, BLOCK_N=64, num_stages=1, num_warps=8),
-                        config(BLOCK_T=16, BLOCK_N=32, num_stages=1, num_warps=4)]),
+                        config(BLOCK_T=4, BLOCK_N=64, num_stages=1, num_warps=4),
+                        config(BLOCK_T=16, BLOCK_N=32, num_stages=1, num_warps=8)]),
     F4.name: _Transforms(
         F4,
-        input_configs=[config(BLOCK_T=4, BLOCK_C=64, num_stages=1, num_warps=8),
-                       config(BLOCK_T=2, BLOCK_C=64, num_stages=1, num_warps=4),
-                       config(BLOCK_T=8, BLOCK_C=32, num_stages=1, num_warps=8)],
+        input_configs=[config(BLOCK_T=2, BLOCK_C=64, num_stages=1, num_warps=8),
+                       config(BLOCK_T=1, BLOCK_C=64, num_stages=1, num_warps=4),
+                       config(BLOCK_T=2, BLOCK_C=32, num_stages=1, num_warps=4)],
         output_configs=[config(BLOCK_T=2, BLOCK_N=64, num_stages=1, num_warps=8),
-                        config(BLOCK_T=4, BLOCK_N=64, num_stages=1, num_warps=8),
-                        config(BLOCK_T=4, BLOCK_N=32, num_stages=1, num_warps=4)]),
+                        config(BLOCK_T=2, BLOCK_N=32, num_stages=1, num_warps=4),
+                        config(BLOCK_T=4, BLOCK_N=32, num_stages=1, num_warps=8)]),
 }
 
 

@@ -21,14 +21,13 @@ def tile_coordinates(offs_t, TILES_H, TILES_W):
 
 
 @triton.jit
-def load_input_patches(x_ptr, n, th, tw, t_ok, c, c_ok, H, W, sx_n, sx_c, sx_h, sx_w, pad_h, pad_w,
-                       M_OUT: tl.constexpr, POSITIONS_PAD: tl.constexpr):
-    """[POSITIONS_PAD, BLOCK_T, BLOCK_C] input patches of tiles (n, th, tw) at channels c.
+def load_input_patches(x_ptr, pos, n, th, tw, t_ok, c, c_ok, H, W, sx_n, sx_c, sx_h, sx_w, pad_h, pad_w,
+                       M_OUT: tl.constexpr):
+    """[len(pos), BLOCK_T, BLOCK_C] input patch positions ``pos`` of tiles (n, th, tw) at channels c.
 
     Positions past (M_OUT+2)^2, padding pixels and masked tiles / channels read 0.
     """
     ALPHA: tl.constexpr = M_OUT + 2
-    pos = tl.arange(0, POSITIONS_PAD)
     h = th[None, :] * M_OUT - pad_h + (pos // ALPHA)[:, None]
     w = tw[None, :] * M_OUT - pad_w + (pos % ALPHA)[:, None]
     in_ok = (pos < ALPHA * ALPHA)[:, None] & t_ok[None, :] & (h >= 0) & (h < H) & (w >= 0) & (w < W)

@@ -9,9 +9,9 @@ product with kron(X^T, X^T). Triton's block shapes are powers of two, so positio
 padded (zero rows / columns: padding contributes nothing): the input patch to
 ``padded_positions``, the fused kernel's elementwise stage to ``slot_groups``.
 
-The transformed filter U is laid out [position, K, C_pad] (K-major: the GEMM's B operand
-with the reduction dimension contiguous, as the implicit-GEMM kernels read their weights),
-with C zero-padded to a multiple of ``CHANNEL_QUANTUM`` so the three-stage GEMM's reduction
+The transformed filter U is laid out [position, K, C_pad]: output channels, then input
+channels contiguous (the GEMM's B operand with its reduction dimension contiguous, as the
+implicit-GEMM kernels read their prepacked weights), with C zero-padded to a multiple of ``CHANNEL_QUANTUM`` so the three-stage GEMM's reduction
 loop needs no channel mask.
 """
 from __future__ import annotations
