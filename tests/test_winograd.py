@@ -18,8 +18,8 @@ from kernels.ops.winograd_plan import FUSED, PATHS, THREE_STAGE, choose_path
 from kernels.ops.winograd_transforms import FILTER_CACHE, TILES
 from reference import Case, as_reference, assert_close, random_inputs
 
-# Worst measured ratio to im2col (README): F2 2.0 / 2.4 / 1.9, F4 13.0 / 14.9 / 8.0 for
-# float32 / float16 / bfloat16. Bounds: about twice that.
+# Worst measured ratio to im2col over both paths (README): F2 2.0 / 2.4 / 1.9, F4 13.0 / 14.9 /
+# 8.0 for float32 / float16 / bfloat16. Bounds: about twice that.
 RATIO_BOUND = {
     ("winograd_f2", "float32"): 4, ("winograd_f2", "float16"): 5, ("winograd_f2", "bfloat16"): 4,
     ("winograd_f4", "float32"): 24, ("winograd_f4", "float16"): 30, ("winograd_f4", "bfloat16"): 16,

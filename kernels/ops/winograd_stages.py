@@ -10,11 +10,12 @@ For T = N * ceil(P/m) * ceil(Q/m) output tiles of m x m pixels and alpha = m + 2
    M [alpha^2, T, K] in fp32 (rounding M to fp16/bf16 would raise F(2x2)'s error from 2.35x
    to 2.84x im2col's in an emulation of the error study, past the bound the tests hold).
    U = G g G^T is [alpha^2, K, C_pad] (``winograd_transforms.filter_transform``, cached for
-   frozen weights): both operands K-major, one pipelined loop over C_pad, no channel mask.
+   frozen weights): both operands have the reduction (channel) dimension contiguous, one
+   software-pipelined loop over C_pad, no channel mask.
 3. ``_winograd_output_transform_kernel``: Y = A^T M_t A per tile and the shared epilogue.
 
 Both transforms are small ``tl.dot`` products with kron(B^T, B^T) / kron(A^T, A^T) over the
-flattened patch (one per program, no loop). For fp16/bf16 the input transform's operands are
+flattened patch, with no loop (the input transform unrolls 16-position chunks). For fp16/bf16 the input transform's operands are
 the input dtype itself: the coefficients are small integers, every product is exact in fp32,
 so the tensor-core product with fp32 accumulation is the fp32 transform. The output
 transform reads M in fp32; for fp16/bf16 outputs it runs as "tf32x3" (M split into two tf32
@@ -195,12 +196,13 @@ def _output_examples(tile: WinogradTile):
             dict(constexprs=dict(sizes, **_PLAIN, TRANSFORM_PRECISION="ieee"), dtype="fp32")]
 
 
+# V's and U's row strides are C_pad, a multiple of 64 in every call: every example is aligned.
 _GEMM_EXAMPLES = [
     dict(constexprs=dict(ACC_DTYPE=tl.float32, DOT_PRECISION="ieee", USE_INT64=False), dtype="fp16",
          pointer_dtypes={"m_ptr": "fp32"}, aligned=True),
     dict(constexprs=dict(ACC_DTYPE=tl.float32, DOT_PRECISION="ieee", USE_INT64=True), dtype="bf16",
-         pointer_dtypes={"m_ptr": "fp32"}),
-    dict(constexprs=dict(ACC_DTYPE=tl.float32, DOT_PRECISION="tf32", USE_INT64=False), dtype="fp32"),
+         pointer_dtypes={"m_ptr": "fp32"}, aligned=True),
+    dict(constexprs=dict(ACC_DTYPE=tl.float32, DOT_PRECISION="tf32", USE_INT64=False), dtype="fp32", aligned=True),
 ]
 
 WINOGRAD_GEMM = TunedKernel(
