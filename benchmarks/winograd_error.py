@@ -4,6 +4,8 @@ For every stride-1 3x3 layer of VGG-16 and ResNet-50 (224x224 input), per dtype,
 the relative error ||out - ref|| / ||ref|| of each algorithm, where ref is F.conv2d in float64
 on the same (dtype-rounded) operands. Weights are Kaiming-normal (std sqrt(2 / (9 C))), inputs
 post-ReLU-like (relu of a standard normal), no bias: the data a trained CNN's 3x3 layers see.
+Each Winograd tile runs on both of its paths (``kernels/ops/winograd_plan.py``): the table
+shows the three-stage GEMM path, the summary rows the worst ratio of each path.
 
     python -m benchmarks.winograd_error            # GPU: full-size layers, batch 1
     python -m benchmarks.winograd_error --small    # scaled down (the default without a GPU,
@@ -26,6 +28,7 @@ import torch
 
 ALGORITHMS = ("im2col", "winograd_f2", "winograd_f4")
 DTYPES = ("float32", "float16", "bfloat16")
+PATHS = ("three_stage", "fused")  # kernels.ops.winograd_plan.PATHS (not imported: triton loads late)
 
 
 @dataclass(frozen=True)
@@ -64,15 +67,25 @@ def layer_inputs(layer: Layer, dtype: torch.dtype, device, seed: int = 0):
     return (x.to(device, dtype).contiguous(memory_format=fmt), w.to(device, dtype).contiguous(memory_format=fmt))
 
 
-def relative_error(algorithm: str, layer: Layer, dtype: torch.dtype, device, seed: int = 0) -> float:
-    """||out - ref|| / ||ref|| against F.conv2d in float64 on the same rounded operands."""
+def relative_error(algorithm: str, layer: Layer, dtype: torch.dtype, device, seed: int = 0, path=None) -> float:
+    """||out - ref|| / ||ref|| against F.conv2d in float64 on the same rounded operands.
+
+    ``path``: for a Winograd tile, run that path instead of the one the planner picks.
+    """
     import torch.nn.functional as F
 
     import kernels
 
     x, w = layer_inputs(layer, dtype, device, seed)
     with torch.no_grad():
-        out = kernels.conv2d(x, w, padding=1, algorithm=algorithm)
+        if path is None:
+            out = kernels.conv2d(x, w, padding=1, algorithm=algorithm)
+        else:
+            from kernels.ops.winograd import winograd_forward
+            from kernels.ops.winograd_transforms import TILES
+
+            params = kernels.ConvParams.from_tensors(x, w, None, padding=1)
+            out = winograd_forward(TILES[algorithm], x, w, None, params, path=path)
     ref = F.conv2d(x.cpu().double(), w.cpu().double(), padding=1)
     return ((out.cpu().double() - ref).norm() / ref.norm()).item()
 
@@ -82,19 +95,29 @@ def study(layers: List[Layer], device) -> List[Dict]:
     for seed, layer in enumerate(layers):
         row = {"layer": layer.name, "shape": f"{layer.n}x{layer.c}x{layer.hw}x{layer.hw} k{layer.k}"}
         for dtype in DTYPES:
-            for algorithm in ALGORITHMS:
-                row[f"{dtype}/{algorithm}"] = relative_error(algorithm, layer, getattr(torch, dtype), device, seed)
+            row[f"{dtype}/im2col"] = relative_error("im2col", layer, getattr(torch, dtype), device, seed)
+            for algorithm in ALGORITHMS[1:]:
+                for path in PATHS:
+                    row[_key(dtype, algorithm, path)] = relative_error(algorithm, layer, getattr(torch, dtype), device,
+                                                                       seed, path)
         rows.append(row)
         print(f"  {row['layer']}: done", file=sys.stderr, flush=True)
     return rows
 
 
+def _key(dtype: str, algorithm: str, path: str = PATHS[0]) -> str:
+    """Row key: the three-stage path is the plain "dtype/algorithm" column of the table."""
+    return f"{dtype}/{algorithm}" if algorithm == "im2col" or path == PATHS[0] else f"{dtype}/{algorithm}/{path}"
+
+
 def summary(rows: List[Dict]) -> Dict[str, float]:
-    """Per dtype and tile: the largest ratio of its error to im2col's on the same layer."""
+    """Per dtype, tile and path: the largest ratio of its error to im2col's on the same layer."""
     out = {}
     for dtype in DTYPES:
         for algorithm in ALGORITHMS[1:]:
-            out[f"{dtype}/{algorithm}"] = max(r[f"{dtype}/{algorithm}"] / r[f"{dtype}/im2col"] for r in rows)
+            for path in PATHS:
+                key = _key(dtype, algorithm, path)
+                out[key] = max(r[key] / r[f"{dtype}/im2col"] for r in rows)
     return out
 
 
@@ -106,10 +129,11 @@ def markdown(rows: List[Dict], note: str) -> str:
         cells = [r["layer"], r["shape"]] + [f"{r[f'{d}/{a}']:.1e}" for d in DTYPES for a in ALGORITHMS]
         lines.append("| " + " | ".join(cells) + " |")
     worst = summary(rows)
-    cells = ["**worst ratio to im2col**", ""]
-    for d in DTYPES:
-        cells += ["1"] + [f"{worst[f'{d}/{a}']:.1f}x" for a in ALGORITHMS[1:]]
-    lines.append("| " + " | ".join(cells) + " |")
+    for path, label in zip(PATHS, ("**worst ratio to im2col**", "**worst ratio, fused kernel**")):
+        cells = [label, ""]
+        for d in DTYPES:
+            cells += ["1"] + [f"{worst[_key(d, a, path)]:.1f}x" for a in ALGORITHMS[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
     return note + "\n\n" + "\n".join(lines)
 
 
@@ -132,7 +156,8 @@ def main(argv=None) -> int:
         where += ", layers scaled down to channels / 8 and at most 12x12 pixels, batch 1"
     rows = study(layers, device)
     note = (f"Relative error ||out - ref|| / ||ref|| against float64 ({where}); Kaiming-normal weights, "
-            "post-ReLU inputs, channels_last, seed = row index.")
+            "post-ReLU inputs, channels_last, seed = row index. F(2,3) / F(4,3): the three-stage GEMM path; "
+            "the last row: the fused kernel.")
     print(markdown(rows, note))
     if args.json:
         with open(args.json, "w") as f:

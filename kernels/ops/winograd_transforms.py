@@ -4,10 +4,15 @@ For an (m+2) x (m+2) input tile d and a 3 x 3 filter g (Lavin & Gray, 2015):
 
     Y = A^T [ (G g G^T) (*) (B^T d B) ] A        (*) = elementwise product
 
-The kernel works on flattened tiles, so each two-sided transform X^T z X becomes one matrix
+The kernels work on flattened tiles, so each two-sided transform X^T z X becomes one matrix
 product with kron(X^T, X^T). Triton's block shapes are powers of two, so positions are
 padded (zero rows / columns: padding contributes nothing): the input patch to
-``padded_positions``, the elementwise stage to ``slot_groups``.
+``padded_positions``, the fused kernel's elementwise stage to ``slot_groups``.
+
+The transformed filter U is laid out [position, K, C_pad]: output channels, then input
+channels contiguous (the GEMM's B operand with its reduction dimension contiguous, as the
+implicit-GEMM kernels read their prepacked weights), with C zero-padded to a multiple of ``CHANNEL_QUANTUM`` so the three-stage GEMM's reduction
+loop needs no channel mask.
 """
 from __future__ import annotations
 
@@ -21,8 +26,18 @@ from typing import Dict, Tuple
 import torch
 
 
+# The transformed input's and filter's channel dimension is padded (with zeros) to a multiple
+# of this: the largest BLOCK_K of the three-stage GEMM, so every BLOCK_K divides it.
+CHANNEL_QUANTUM = 64
+
+
 def _next_pow2(v: int) -> int:
     return 1 << (v - 1).bit_length()
+
+
+def padded_channels(c: int) -> int:
+    """C rounded up to a multiple of ``CHANNEL_QUANTUM`` (the channel extent of U and V)."""
+    return -(-c // CHANNEL_QUANTUM) * CHANNEL_QUANTUM
 
 
 @dataclass(frozen=True)
@@ -111,17 +126,19 @@ def nonzeros(rows) -> int:
 _MATRIX_CACHE: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def kernel_matrices(tile: WinogradTile, dtype: torch.dtype, device) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(input transform [slots, PP], output transform [MP, slots]) for the kernel, zero-padded.
+def kernel_matrices(tile: WinogradTile, dtype: torch.dtype, device, slots: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(input transform [slots, PP], output transform [MP, slots]) for a kernel, zero-padded.
 
-    Row-major flattening: position (a, b) of a tile is a * alpha + b. Entries are small
-    integers (products of 1, 2, 4, 5, 8), exact in fp16 and bf16. These are constants
-    (the same for every weight), so caching them per device and dtype is always safe.
+    ``slots``: the transformed positions' padded count, ``sum(tile.slot_groups)`` for the
+    fused kernel, ``tile.padded_positions`` for the three-stage transforms. Row-major
+    flattening: position (a, b) of a tile is a * alpha + b. Entries are small integers
+    (products of 1, 2, 4, 5, 8), exact in fp16 and bf16. These are constants (the same for
+    every weight), so caching them per device and dtype is always safe.
     """
-    key = (tile.name, dtype, str(device))
+    key = (tile.name, dtype, str(device), slots)
     if key not in _MATRIX_CACHE:
         bt, at = _matrix(tile.BT), _matrix(tile.AT)
-        pp, mp, slots = tile.padded_positions, tile.padded_outputs, sum(tile.slot_groups)
+        pp, mp = tile.padded_positions, tile.padded_outputs
         input_t = torch.zeros(slots, pp, dtype=torch.float64)
         input_t[: tile.positions, : tile.positions] = torch.kron(bt, bt)
         output_t = torch.zeros(mp, slots, dtype=torch.float64)
@@ -131,17 +148,20 @@ def kernel_matrices(tile: WinogradTile, dtype: torch.dtype, device) -> Tuple[tor
 
 
 def filter_transform(weight: torch.Tensor, tile: WinogradTile) -> torch.Tensor:
-    """U = G g G^T for every (k, c), as a [alpha^2, C, K] tensor in ``weight``'s dtype.
+    """U = G g G^T for every (k, c), as a [alpha^2, K, C_pad] tensor in ``weight``'s dtype.
 
     Computed in fp32 (fp64 for fp64 weights) and rounded to the weight's dtype once: the
-    elementwise stage then multiplies U and the transformed input on tensor cores. K is
-    contiguous so a kernel's [BLOCK_C, BLOCK_N] tile of one position loads as vectors.
+    elementwise stage then multiplies U and the transformed input on tensor cores. C is
+    contiguous (a GEMM tile [BLOCK_K channels, BLOCK_N out-channels] of one position loads
+    as 16-byte vectors along C) and zero-padded to ``padded_channels(C)``.
     """
     work = torch.float64 if weight.dtype == torch.float64 else torch.float32
     g = _matrix(tile.G, work).to(weight.device)
     w = weight.detach().to(work)
-    u = torch.einsum("ar,kcrs,bs->abck", g, w, g)  # [alpha, alpha, C, K]
-    return u.reshape(tile.positions, w.shape[1], w.shape[0]).to(weight.dtype).contiguous()
+    k, c = w.shape[0], w.shape[1]
+    u = torch.zeros(tile.positions, k, padded_channels(c), dtype=weight.dtype, device=weight.device)
+    u[:, :, :c] = torch.einsum("ar,kcrs,bs->abkc", g, w, g).reshape(tile.positions, k, c)
+    return u
 
 
 class FilterTransformCache:
