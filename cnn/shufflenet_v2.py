@@ -25,8 +25,8 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         nhwc = x.permute(0, 2, 3, 1)
-        return nhwc.unflatten(3, (groups, -1)).transpose(3, 4).flatten(3).permute(0, 3, 1, 2)
-    return x.unflatten(1, (groups, -1)).transpose(1, 2).flatten(1, 2)
+        return nhwc.unflatten(3, (groups, -1)).transpose(3, 4).contiguous().flatten(3).permute(0, 3, 1, 2)
+    return x.unflatten(1, (groups, -1)).transpose(1, 2).contiguous().flatten(1, 2)
 
 
 torch.fx.wrap("channel_shuffle")  # one node in a traced graph (its branch on the layout is not traceable)
