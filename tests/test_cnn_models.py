@@ -22,6 +22,9 @@ from cnn_checks import architecture, assert_outputs_close, layout, on_pytorch_co
 from torchvision_oracle import import_torchvision
 
 
+pytestmark = pytest.mark.filterwarnings("ignore:The default weight initialization:FutureWarning")
+
+
 @pytest.fixture(scope="module")
 def tv():
     return import_torchvision().models

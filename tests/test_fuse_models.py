@@ -352,7 +352,19 @@ def fused_residual_adds(fused):
     return count
 
 
-@pytest.mark.parametrize("source,name", [("cnn", n) for n in FAMILIES] + [("torchvision", n) for n in FROM_TORCHVISION])
+def fused_activations(fused):
+    acts = {}
+    for m in fused_modules(fused):
+        acts[m.activation] = acts.get(m.activation, 0) + 1
+    return acts
+
+
+# Inception v3 fuses the same BasicConv2d unit as GoogLeNet: its rewrite is checked on the meta
+# device (a 75x75 float64 forward of the fused spec costs seconds); the others also run.
+NUMERIC = [("cnn", n) for n in FAMILIES if n != "inception_v3"] + [("torchvision", n) for n in FROM_TORCHVISION]
+
+
+@pytest.mark.parametrize("source,name", NUMERIC)
 def test_fuse_new_families(source, name, monkeypatch):
     kwargs, size, activations, residuals, unfused = FAMILIES[name]
     builders = cnn if source == "cnn" else import_torchvision().models
@@ -360,15 +372,25 @@ def test_fuse_new_families(source, name, monkeypatch):
     model = getattr(builders, name)(**kwargs)
     fused, before, after = check_fused_model(model, torch.randn(1, 3, size, size), monkeypatch, spec=True,
                                              unfused_bns=unfused)
-    acts = {}
-    for m in fused_modules(fused):
-        acts[m.activation] = acts.get(m.activation, 0) + 1
+    acts = fused_activations(fused)
     assert acts == activations
     assert fused_residual_adds(fused) == residuals
     if name == "densenet121":  # what stays is the pre-activation BN of every layer, transition and norm5
         left = {n.rsplit(".", 1)[-1] for n, m in fused.named_modules() if isinstance(m, nn.BatchNorm2d)}
         assert left == {"norm1", "norm", "norm5"}
     print(f"{source}.{name}: launches per forward {before.launches} -> {after.launches}; {acts}")
+
+
+def test_fuse_inception_v3_rewrite():
+    kwargs, _, activations, residuals, unfused = FAMILIES["inception_v3"]
+    with torch.device("meta"):
+        model = cnn.inception_v3(**kwargs)
+    fused = fuse(model)
+    assert batch_norms(fused) == unfused and fused_activations(fused) == activations
+    assert fused_residual_adds(fused) == residuals
+    assert {m.eps for m in fused_modules(fused)} == {1e-3}  # BasicConv2d's BN eps
+    shapes = {tuple(m.weight.shape[2:]) for m in fused_modules(fused)}
+    assert {(1, 7), (7, 1), (1, 3), (3, 1), (5, 5)} <= shapes
 
 
 @pytest.mark.parametrize("name,size", [("alexnet", 63), ("squeezenet1_1", 17), ("lenet5", 32)])
