@@ -134,8 +134,8 @@ def test_finetune_demo_runs(device):
     assert results["linear probe"]["trainable"] < results["fine-tune"]["trainable"]
 
 
-@pytest.mark.parametrize("name", ["lenet5", "squeezenet1_1"])
-def test_finetune_demo_takes_a_model_by_name(name, monkeypatch, capsys):
+@pytest.mark.parametrize("name,image,fed", [("lenet5", None, "1x32x32"), ("squeezenet1_1", 17, "3x17x17")])
+def test_finetune_demo_takes_a_model_by_name(name, image, fed, monkeypatch, capsys):
     """The demo's plumbing for named builders: grey 32x32 input for LeNet-5, resized 3-channel input
     for the rest, SqueezeNet's convolutional head replaced, GoogLeNet without auxiliary heads. Its
     convolutions run as F.conv2d here (full widths under the interpreter take minutes; kernels.conv2d
@@ -148,8 +148,8 @@ def test_finetune_demo_takes_a_model_by_name(name, monkeypatch, capsys):
                         algorithm="auto": F.conv2d(x, w, b, stride, padding, dilation, groups))
     assert finetune.input_format(name) == ((1, 32) if name == "lenet5" else (3, 32))
     results = finetune.run(pretrain_images=10, pretrain_epochs=1, labels_per_class=2, epochs=1, test_images=10,
-                           batch=10, model=name, device="cpu")
-    assert f"pretrained {name} on digits 0-4 ({1 if name == 'lenet5' else 3}x32x32)" in capsys.readouterr().out
+                           batch=10, model=name, image=image, device="cpu")
+    assert f"pretrained {name} on digits 0-4 ({fed})" in capsys.readouterr().out
     for r in results.values():
         assert 0.0 <= r["accuracy"] <= 1.0 and math.isfinite(r["seconds"])
     assert results["linear probe"]["trainable"] < results["fine-tune"]["trainable"]
