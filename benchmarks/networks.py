@@ -2,7 +2,9 @@
 it once with forward hooks, each unique layer once with its count in the network.
 
 Nothing here is typed by hand: the shapes come from the ``cnn`` models (ResNet-50, VGG-16,
-MobileNetV2 at 224x224), and ``conv_layers`` works on any ``nn.Module``.
+MobileNetV2, EfficientNet-B0 and DenseNet-121 at 224x224), and ``conv_layers`` works on any
+``nn.Module``. EfficientNet-B0 brings 5x5 depthwise and squeeze-and-excitation (1x1 convolutions
+on 1x1 maps), DenseNet-121 many narrow 1x1 bottlenecks over ever wider concatenations.
 """
 from __future__ import annotations
 
@@ -140,6 +142,8 @@ SUITES: Dict[str, Callable[..., nn.Module]] = {
     "resnet50": _cnn_builder("resnet50"),
     "vgg16": _cnn_builder("vgg16"),
     "mobilenet_v2": _cnn_builder("mobilenet_v2"),
+    "efficientnet_b0": _cnn_builder("efficientnet_b0"),
+    "densenet121": _cnn_builder("densenet121"),
 }
 IMAGE = 224
 

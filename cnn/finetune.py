@@ -5,6 +5,12 @@ digits 0-4, then three ways of learning digits 5-9 from a few labels are compare
 images: linear probing (frozen backbone, new head), full fine-tuning, and training from scratch.
 Every convolution, forward and backward, runs on ``kernels`` (on the CPU through Triton's
 interpreter when there is no GPU, so the defaults are small; raise them on a GPU).
+
+``--model NAME`` runs any ``cnn`` builder instead (``cnn.MODELS``: ``resnet18``, ``densenet121``,
+``efficientnet_b0``, ``lenet5``, ...): the digits are resized to ``--image`` pixels (default 32,
+or the model's minimum input size when larger) and repeated to 3 channels (LeNet-5 takes them
+grey), and GoogLeNet / Inception v3 are built without their auxiliary classifiers. Full-width
+networks are for a GPU; under the interpreter they take hours.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ import copy
 import os
 import sys
 import time
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -50,13 +56,46 @@ class SmallResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def load_digits_split(device) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
-    """Digits 0-4 (labels 0-4) and 5-9 (relabelled 0-4), each split in half into train and test."""
+# Builder arguments the demo passes by model name (the main head is the one it trains).
+DEMO_ARGUMENTS = {"googlenet": {"aux_logits": False}, "inception_v3": {"aux_logits": False}}
+
+
+def build_model(name: Optional[str], num_classes: int, width: int = 8) -> nn.Module:
+    """``SmallResNet`` (``name=None``) or the ``cnn`` builder ``name`` with ``num_classes`` outputs."""
+    from importlib import import_module
+
+    from . import MODELS
+
+    if name is None:
+        return SmallResNet(num_classes, width)
+    if name not in MODELS:
+        raise ValueError(f"finetune: unknown model={name!r}; expected one of {list(MODELS)}")
+    builder = getattr(import_module(__package__), name)
+    return builder(num_classes=num_classes, **DEMO_ARGUMENTS.get(name, {}))
+
+
+def input_format(name: Optional[str], image: Optional[int] = None) -> Tuple[int, int]:
+    """(channels, size) of the images model ``name`` is fed: the digits' own 1 x 8 x 8 for the small
+    ResNet, else ``image`` (default 32) raised to the model's minimum, 3 channels (1 for LeNet-5)."""
+    from . import MIN_INPUT_SIZE
+
+    if name is None:
+        return 1, image or 8
+    size = max(image or 32, MIN_INPUT_SIZE.get(name, 1))
+    return (1 if name == "lenet5" else 3), size
+
+
+def load_digits_split(device, channels: int = 1, size: int = 8) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
+    """Digits 0-4 (labels 0-4) and 5-9 (relabelled 0-4), each split in half into train and test,
+    as ``channels`` x ``size`` x ``size`` images (bilinear resize, grey repeated)."""
     from sklearn.datasets import load_digits
 
     data = load_digits()
     images = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
     images = (images - images.mean()) / images.std()
+    if size != images.shape[-1]:
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    images = images.expand(-1, channels, -1, -1).contiguous()
     labels = torch.tensor(data.target)
     generator = torch.Generator().manual_seed(0)
     out = {}
@@ -99,24 +138,31 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 51
 
 
 def run(pretrain_images: int = 75, pretrain_epochs: int = 2, labels_per_class: int = 5, epochs: int = 5,
-        test_images: int = 100, width: int = 8, batch: int = 15, seed: int = 0, device=None) -> Dict[str, dict]:
-    """The whole demo; returns {method: {"accuracy", "seconds", "trainable"}} and prints a table."""
+        test_images: int = 100, width: int = 8, batch: int = 15, seed: int = 0, device=None,
+        model: Optional[str] = None, image: Optional[int] = None) -> Dict[str, dict]:
+    """The whole demo; returns {method: {"accuracy", "seconds", "trainable"}} and prints a table.
+
+    ``model``: a ``cnn`` builder's name instead of the small ResNet (``width`` then unused);
+    ``image``: the input size it is fed (see ``input_format``).
+    """
     from . import conv, transfer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(seed)
-    data = load_digits_split(device)
+    channels, size = input_format(model, image)
+    data = load_digits_split(device, channels, size)
     x_src, y_src = (t[:pretrain_images] for t in data["source_train"])
     x_tgt, y_tgt = few_labels(*data["target_train"], labels_per_class)
     x_test, y_test = (t[:test_images] for t in data["target_test"])
 
-    backbone = SmallResNet(num_classes=5, width=width).to(device)
+    backbone = build_model(model, num_classes=5, width=width).to(device)
     convs = sum(isinstance(m, nn.Conv2d) for m in backbone.modules())
     if conv.count_converted(backbone) != convs:
         raise RuntimeError("finetune: every convolution of the demo model should be a cnn.Conv2d")
     pretrain_s = train(backbone, x_src, y_src, pretrain_epochs, lr=0.05, batch=batch)
     source_acc = accuracy(backbone, *(t[:test_images] for t in data["source_test"]))
-    print(f"pretrained on digits 0-4: {len(x_src)} images x {pretrain_epochs} epochs in {pretrain_s:.1f} s, "
+    print(f"pretrained {model or 'a small ResNet'} on digits 0-4 ({channels}x{size}x{size}): "
+          f"{len(x_src)} images x {pretrain_epochs} epochs in {pretrain_s:.1f} s, "
           f"held-out accuracy {source_acc:.1%}")
     print(f"target task: digits 5-9 from {labels_per_class} labels per class ({len(x_tgt)} images), "
           f"{epochs} epochs ({3 * epochs} for the linear probe), tested on {len(x_test)} held-out images\n")
@@ -125,16 +171,16 @@ def run(pretrain_images: int = 75, pretrain_epochs: int = 2, labels_per_class: i
     for method in ("linear probe", "fine-tune", "from scratch"):
         torch.manual_seed(seed + 1)
         if method == "from scratch":
-            model = SmallResNet(num_classes=5, width=width).to(device)
+            learner = build_model(model, num_classes=5, width=width).to(device)
         else:
-            model = transfer.replace_head(copy.deepcopy(backbone), 5)
+            learner = transfer.replace_head(copy.deepcopy(backbone), 5)
             if method == "linear probe":
-                transfer.freeze(model)
+                transfer.freeze(learner)
         # A probe trains only the head: no backward through the convolutions, so it affords more epochs.
         lr, method_epochs = (0.5, 3 * epochs) if method == "linear probe" else (0.05, epochs)
-        seconds = train(model, x_tgt, y_tgt, method_epochs, lr=lr, batch=batch)
-        results[method] = {"accuracy": accuracy(model, x_test, y_test), "seconds": seconds,
-                           "trainable": transfer.trainable_parameters(model)}
+        seconds = train(learner, x_tgt, y_tgt, method_epochs, lr=lr, batch=batch)
+        results[method] = {"accuracy": accuracy(learner, x_test, y_test), "seconds": seconds,
+                           "trainable": transfer.trainable_parameters(learner)}
     print(f"{'method':<14} {'trainable params':>16} {'train s':>8} {'accuracy':>9}")
     for method, r in results.items():
         print(f"{method:<14} {r['trainable']:>16,} {r['seconds']:>8.1f} {r['accuracy']:>9.1%}")
@@ -152,12 +198,14 @@ def main(argv=None) -> None:
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--batch", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", help="a cnn builder's name (cnn.MODELS) instead of the small ResNet")
+    parser.add_argument("--image", type=int, help="input size for --model (default 32, or the model's minimum)")
     args = parser.parse_args(argv)
     start, cpu_start = time.perf_counter(), time.process_time()
     mode = "GPU" if torch.cuda.is_available() else "CPU, Triton interpreter"
     print(f"cnn.finetune on {mode}\n")
     run(args.pretrain_images, args.pretrain_epochs, args.labels_per_class, args.epochs, args.test_images,
-        args.width, args.batch, args.seed)
+        args.width, args.batch, args.seed, model=args.model, image=args.image)
     print(f"\ntotal {time.perf_counter() - start:.1f} s wall, {time.process_time() - cpu_start:.1f} s CPU")
 
 

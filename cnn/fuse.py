@@ -10,8 +10,18 @@ Matching is on the graph, with ``isinstance`` (subclasses of ``nn.Conv2d`` such 
 and of ``nn.BatchNorm2d`` count; PyTorch's FX ``fuse`` matches exact types and skips them), so it
 covers torchvision's ``Conv2dNormActivation``, ResNet's BasicBlock / Bottleneck tails
 (bn2 / bn3 + identity or downsample, then ReLU: the add is fused into one of the two convs that
-feed it), MobileNetV2's linear bottleneck + residual, MobileNetV3's Hardswish blocks, VGG-BN, and
-the same patterns in user code, whether the activation is a module, ``F.relu`` or ``x.relu()``.
+feed it), MobileNetV2's linear bottleneck + residual, MobileNetV3's Hardswish blocks, VGG-BN,
+GoogLeNet / Inception v3's conv -> BN -> ReLU units, EfficientNet's MBConv (SiLU; the projection
+with its residual, stochastic depth being the identity at inference: torchvision's
+``stochastic_depth`` call is dropped from the eval graph), ShuffleNet V2's branches, MNASNet's
+inverted residuals, and the same patterns in user code, whether the activation is a module,
+``F.relu`` or ``x.relu()``.
+
+Only a BatchNorm that follows its convolution is folded. DenseNet's pre-activation layers run
+BN -> ReLU -> conv: the ReLU between the BN and the next convolution makes any fold into that
+convolution inexact (and without the ReLU a fold would still be inexact where the convolution
+pads, the zero padding not being normalised), so those BatchNorms (each dense layer's ``norm1``,
+the transitions', ``norm5``) stay; the stem and each layer's 1x1 conv -> ``norm2`` -> ReLU fuse.
 
 A model (or submodule) that ``torch.fx`` cannot trace (data-dependent control flow) is not
 rejected: its children are fused one by one instead, so chains inside traceable children are
@@ -158,12 +168,33 @@ def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
     setattr(parent, name, module)
 
 
+def _is_inference_identity(node: fx.Node) -> bool:
+    """torchvision's ``stochastic_depth(x, p, mode, training)`` traced in eval mode (or with p = 0):
+    it returns ``x``. (``cnn``'s StochasticDepth module returns its input in eval mode, so it leaves
+    no node.)"""
+    target = node.target
+    if node.op != "call_function" or getattr(target, "__name__", None) != "stochastic_depth":
+        return False
+    if not getattr(target, "__module__", "").startswith("torchvision."):
+        return False
+    bound = dict(zip(("input", "p", "mode", "training"), node.args), **node.kwargs)
+    return bound.get("training", True) is False or bound.get("p") == 0
+
+
+def _drop_inference_identities(graph: fx.Graph) -> None:
+    for node in list(graph.nodes):
+        if _is_inference_identity(node):
+            node.replace_all_uses_with(node.args[0] if node.args else node.kwargs["input"])
+            graph.erase_node(node)
+
+
 def fuse_graph(root: nn.Module, graph: fx.Graph) -> int:
     """Rewrite every fusable chain of ``graph`` (traced from ``root``) in place; returns how many.
 
     Fused modules are installed in ``root`` at the convolution's path (or a fresh path when
     that convolution module is called more than once).
     """
+    _drop_inference_identities(graph)
     modules = dict(root.named_modules())
     calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
     fused = 0

@@ -1,10 +1,11 @@
 """Building blocks shared by the model families."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .conv import Conv2d
 
@@ -83,6 +84,62 @@ class SqueezeExcitation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
         return gate * x
+
+
+class BasicConv2d(nn.Module):
+    """Conv (no bias) -> BatchNorm (eps 1e-3) -> ReLU, keys ``conv`` and ``bn``: GoogLeNet's and Inception v3's unit.
+
+    ``kwargs`` go to the convolution (kernel_size, stride, padding).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, **kwargs: Any):
+        super().__init__()
+        self.conv = Conv2d(in_channels, out_channels, bias=False, **kwargs)
+        self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.conv(x)), inplace=True)
+
+
+class StochasticDepth(nn.Module):
+    """Stochastic depth (Huang et al. 2016) on a residual branch: in training, zero the branch with
+    probability ``p`` per sample (``mode="row"``) or for the whole batch (``"batch"``) and scale the
+    survivors by 1 / (1 - p); the identity in eval mode (so ``cnn.fuse`` sees straight through it)."""
+
+    def __init__(self, p: float, mode: str = "row"):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"drop probability has to be between 0 and 1, but got {p}")
+        if mode not in ("row", "batch"):
+            raise ValueError(f"mode has to be either 'batch' or 'row', but got {mode}")
+        self.p = p
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        shape = [x.shape[0]] + [1] * (x.dim() - 1) if self.mode == "row" else [1] * x.dim()
+        mask = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(keep)
+        if keep > 0.0:
+            mask.div_(keep)
+        return x * mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, mode={self.mode}"
+
+
+# The per-channel mean and std of ImageNet images (torchvision's normalisation).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_to_inception_input(x: torch.Tensor) -> torch.Tensor:
+    """Re-normalise an ImageNet-normalised batch, ``(v - mean) / std``, to ``(v - 0.5) / 0.5``,
+    the input Google's Inception checkpoints were trained on (``transform_input=True``)."""
+    scale = x.new_tensor([s / 0.5 for s in IMAGENET_STD]).view(1, 3, 1, 1)
+    shift = x.new_tensor([(m - 0.5) / 0.5 for m in IMAGENET_MEAN]).view(1, 3, 1, 1)
+    return x * scale + shift
 
 
 def init_weights(model: nn.Module, linear_std: Optional[float] = 0.01, conv_nonlinearity: str = "relu") -> None:

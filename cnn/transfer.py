@@ -5,14 +5,21 @@ from typing import List, Optional, Tuple
 
 import torch.nn as nn
 
-# Where each family keeps its head: ResNet ``fc``; VGG / MobileNet ``classifier`` (a Sequential
-# ending in a Linear); timm-style ``head``.
+# Where each family keeps its head: ResNet / GoogLeNet / ShuffleNet ``fc``; VGG / MobileNet /
+# EfficientNet / DenseNet ``classifier`` (a Linear, or a Sequential ending in one; SqueezeNet's ends
+# in a 1x1 convolution); timm-style ``head``.
 HEAD_ATTRIBUTES = ("fc", "classifier", "head")
 
 
-def find_head(model: nn.Module) -> Tuple[str, nn.Linear]:
-    """The qualified name and module of the model's final Linear classifier (or the last child of a
-    Sequential model, when that is a Linear)."""
+def _is_conv_classifier(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1
+
+
+def find_head(model: nn.Module) -> Tuple[str, nn.Module]:
+    """The qualified name and module of the model's final classifier: a Linear (or a 1x1 convolution
+    to the classes, as SqueezeNet's) at one of ``HEAD_ATTRIBUTES``, the last one of a Sequential
+    there, or the last child of a Sequential model. Auxiliary classifiers (GoogLeNet's ``aux1`` /
+    ``aux2``, Inception v3's ``AuxLogits``) are not the head: build those with ``aux_logits=False``."""
     if isinstance(model, nn.Sequential) and len(model) and isinstance(model[-1], nn.Linear):
         return str(len(model) - 1), model[-1]
     for attr in HEAD_ATTRIBUTES:
@@ -20,27 +27,34 @@ def find_head(model: nn.Module) -> Tuple[str, nn.Linear]:
         if isinstance(module, nn.Linear):
             return attr, module
         if isinstance(module, nn.Sequential):
-            linears = [(name, m) for name, m in module.named_children() if isinstance(m, nn.Linear)]
-            if linears:
-                name, linear = linears[-1]
-                return f"{attr}.{name}", linear
+            heads = [(name, m) for name, m in module.named_children()
+                     if isinstance(m, nn.Linear) or _is_conv_classifier(m)]
+            if heads:
+                name, head = heads[-1]
+                return f"{attr}.{name}", head
     raise ValueError(
         f"cannot find the classifier head of {type(model).__name__}: expected a Linear at one of "
-        f"{list(HEAD_ATTRIBUTES)} (or as the last Linear of a Sequential there)"
+        f"{list(HEAD_ATTRIBUTES)} (or as the last Linear or 1x1 Conv2d of a Sequential there)"
     )
 
 
 def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
-    """Replace the final Linear (``fc``, ``classifier[-1]``, ...) by a fresh one with ``num_classes`` outputs.
+    """Replace the final classifier (``fc``, ``classifier[-1]``, ...) by a fresh one with ``num_classes`` outputs.
 
-    The new layer has the old one's input width, bias setting, dtype and device, and PyTorch's
-    default initialisation. Returns ``model`` (changed in place).
+    The new layer is of the old one's kind (Linear, or a 1x1 convolution of the same class and
+    ``algorithm``) with its input width, bias setting, dtype and device, and PyTorch's default
+    initialisation. Returns ``model`` (changed in place).
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
         raise ValueError(f"replace_head: num_classes must be a positive int, got {num_classes!r}")
     name, old = find_head(model)
-    new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None,
-                    device=old.weight.device, dtype=old.weight.dtype)
+    factory = dict(bias=old.bias is not None, device=old.weight.device, dtype=old.weight.dtype)
+    if isinstance(old, nn.Linear):
+        new = nn.Linear(old.in_features, num_classes, **factory)
+    else:
+        new = type(old)(old.in_channels, num_classes, kernel_size=1, **factory)
+        if hasattr(old, "algorithm"):
+            new.algorithm = old.algorithm
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)

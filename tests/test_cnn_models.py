@@ -1,7 +1,8 @@
 """cnn builders against torchvision's model definitions (the oracle), and cnn.convert.
 
-* every builder: ``state_dict`` keys, order and shapes equal torchvision's (built on the meta
-  device: nothing is computed), also with non-default arguments;
+* every builder: ``state_dict`` keys, order and shapes equal torchvision's, and so do the
+  hyperparameters the state_dict does not hold (strides, paddings, groups, BN eps, pooling,
+  dropout), built on the meta device (nothing is computed), also with non-default arguments;
 * the same network: our module tree and torchvision's, sharing weights and randomised BN
   statistics, give the same outputs in float64 (convolutions by PyTorch here, to compare the
   wiring of every family at a size the interpreter could not afford);
@@ -17,51 +18,16 @@ import torch.nn as nn
 import cnn
 from cnn import resnet, vgg
 from cnn.mobilenet_v1 import MobileNetV1
+from cnn_checks import architecture, assert_outputs_close, layout, on_pytorch_convs, randomise
 from torchvision_oracle import import_torchvision
+
+
+pytestmark = pytest.mark.filterwarnings("ignore:The default weight initialization:FutureWarning")
+
 
 @pytest.fixture(scope="module")
 def tv():
     return import_torchvision().models
-
-
-def layout(model):
-    return [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
-
-
-def randomise(model, seed=0):
-    """Fresh weights and BN statistics of unit-scale activations, so no layer is an identity."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-            elif isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
-                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
-                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-    return model.eval()
-
-
-def on_pytorch_convs(model):
-    """The same module tree with its convolutions computed by nn.Conv2d (for wiring checks only)."""
-    for m in model.modules():
-        if isinstance(m, cnn.Conv2d):
-            m.__class__ = nn.Conv2d
-    return model
-
-
-def assert_outputs_close(actual, expected, rtol):
-    """Compare to the float64 oracle relative to the output's scale (errors accumulate over depth)."""
-    assert actual.shape == expected.shape
-    assert torch.isfinite(actual).all()
-    scale = expected.abs().max().item()
-    assert scale > 1e-3, "degenerate oracle output"
-    err = (actual.double() - expected).abs().max().item()
-    assert err <= rtol * scale, f"max error {err:.3e} vs output scale {scale:.3e}"
 
 
 # --- keys, order and shapes --------------------------------------------------------------------
@@ -73,6 +39,13 @@ VARIANTS = [(name, {}) for name in cnn.TORCHVISION_MODELS] + [
     ("mobilenet_v2", {"width_mult": 1.4}),
     ("mobilenet_v3_large", {"width_mult": 0.75, "reduced_tail": True, "dilated": True}),
     ("mobilenet_v3_small", {"width_mult": 0.5, "num_classes": 11}),
+    ("googlenet", {"aux_logits": False, "transform_input": True, "num_classes": 10, "dropout": 0.1}),
+    ("inception_v3", {"aux_logits": False, "num_classes": 10}),
+    ("densenet121", {"num_classes": 7, "drop_rate": 0.1, "bn_size": 2}),
+    ("squeezenet1_1", {"num_classes": 6, "dropout": 0.1}),
+    ("efficientnet_b3", {"num_classes": 5, "stochastic_depth_prob": 0.1, "dropout": 0.1}),
+    ("shufflenet_v2_x1_5", {"num_classes": 3}),
+    ("mnasnet0_75", {"num_classes": 4, "dropout": 0.1}),
 ]
 
 
@@ -81,6 +54,7 @@ def test_state_dict_layout_matches_torchvision(tv, name, kwargs):
     with torch.device("meta"):
         ours, theirs = getattr(cnn, name)(**kwargs), getattr(tv, name)(**kwargs)
     assert layout(ours) == layout(theirs)
+    assert architecture(ours) == architecture(theirs)
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
     assert all(isinstance(m, cnn.Conv2d) for m in ours.modules() if isinstance(m, nn.Conv2d))
 

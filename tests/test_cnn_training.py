@@ -66,16 +66,26 @@ def test_sgd_steps_through_kernels_lower_the_loss(device):
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+def _widths(layer):
+    return (layer.in_features, layer.out_features) if isinstance(layer, nn.Linear) else \
+        (layer.in_channels, layer.out_channels)
+
+
 @pytest.mark.parametrize("name,head", [
     ("resnet18", "fc"), ("vgg11", "classifier.6"), ("mobilenet_v2", "classifier.1"),
-    ("mobilenet_v3_small", "classifier.3"), ("mobilenet_v1", "classifier.1"),
+    ("mobilenet_v3_small", "classifier.3"), ("mobilenet_v1", "classifier.1"), ("alexnet", "classifier.6"),
+    ("googlenet", "fc"), ("inception_v3", "fc"), ("densenet121", "classifier"),
+    ("squeezenet1_1", "classifier.1"),  # a 1x1 convolution to the classes
+    ("efficientnet_b0", "classifier.1"), ("shufflenet_v2_x0_5", "fc"), ("mnasnet0_5", "classifier.1"),
+    ("lenet5", "classifier.2"),
 ])
 def test_replace_head_per_family(name, head):
-    model = getattr(cnn, name)()
+    with torch.device("meta"):
+        model = getattr(cnn, name)()
     old = model.get_submodule(head)
     assert cnn.replace_head(model, 7) is model
     new = model.get_submodule(head)
-    assert new is not old and (new.in_features, new.out_features) == (old.in_features, 7)
+    assert new is not old and type(new) is type(old) and _widths(new) == (_widths(old)[0], 7)
     assert cnn.find_head(model) == (head, new)
     with pytest.raises(ValueError, match="num_classes"):
         cnn.replace_head(model, 0)
@@ -122,3 +132,30 @@ def test_finetune_demo_runs(device):
     for r in results.values():
         assert 0.0 <= r["accuracy"] <= 1.0 and math.isfinite(r["seconds"])
     assert results["linear probe"]["trainable"] < results["fine-tune"]["trainable"]
+
+
+@pytest.mark.parametrize("name,image,fed", [("lenet5", None, "1x32x32"), ("squeezenet1_1", 17, "3x17x17")])
+def test_finetune_demo_takes_a_model_by_name(name, image, fed, monkeypatch, capsys):
+    """The demo's plumbing for named builders: grey 32x32 input for LeNet-5, resized 3-channel input
+    for the rest, SqueezeNet's convolutional head replaced, GoogLeNet without auxiliary heads. Its
+    convolutions run as F.conv2d here (full widths under the interpreter take minutes; kernels.conv2d
+    is held to F.conv2d by its own tests)."""
+    pytest.importorskip("sklearn")
+    import kernels
+    from cnn import finetune
+
+    monkeypatch.setattr(kernels, "conv2d", lambda x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *,
+                        algorithm="auto": F.conv2d(x, w, b, stride, padding, dilation, groups))
+    assert finetune.input_format(name) == ((1, 32) if name == "lenet5" else (3, 32))
+    results = finetune.run(pretrain_images=10, pretrain_epochs=1, labels_per_class=2, epochs=1, test_images=10,
+                           batch=10, model=name, image=image, device="cpu")
+    assert f"pretrained {name} on digits 0-4 ({fed})" in capsys.readouterr().out
+    for r in results.values():
+        assert 0.0 <= r["accuracy"] <= 1.0 and math.isfinite(r["seconds"])
+    assert results["linear probe"]["trainable"] < results["fine-tune"]["trainable"]
+    with pytest.raises(ValueError, match="unknown model"):
+        finetune.build_model("resnet7", 5)
+    with torch.device("meta"):
+        assert finetune.build_model("googlenet", 5).aux1 is None
+        assert finetune.build_model("inception_v3", 5).AuxLogits is None
+    assert finetune.input_format("alexnet") == (3, 63) and finetune.input_format("inception_v3", 96) == (3, 96)
