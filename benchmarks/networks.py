@@ -162,7 +162,11 @@ def scaled_down(case: ConvCase, channel_div: int, spatial_div: int) -> ConvCase:
     if channel_div == 1 and spatial_div == 1:
         return case
     if case.groups == 1:
-        c = min(case.c, max(math.ceil(case.c / channel_div), 3))
+        # Layers with more channels than the stem algorithm takes keep more than it takes.
+        from kernels.ops.stem import MAX_CHANNELS
+
+        floor = MAX_CHANNELS + 1 if case.c > MAX_CHANNELS else 3
+        c = min(case.c, max(math.ceil(case.c / channel_div), floor))
         k = max(math.ceil(case.k / channel_div), 4)
         groups = 1
     else:

@@ -144,7 +144,8 @@ def test_launch_plan_records_what_an_h100_would_launch(tmp_path):
     assert fwd["ctas"] == fwd["grid"][0] * fwd["grid"][1] * fwd["grid"][2] >= tiles
     for launch in rec["launches"]:
         assert {"mma", "stack", "ctas", "dot_loops", "candidates", "registers", "spill_bytes", "waves"} <= set(launch)
-        assert launch["registers"] > 0 and launch["dot_loops"]
+        assert launch["registers"] > 0
+        assert launch["dot_loops"] or launch["kernel"] == "_split_reduce_kernel"  # the GEMMs run on tl.dot
     report = (tmp_path / "report-b32.md").read_text()
     assert "layer1.0.conv1" in report and "Nothing ran on a GPU" in report
 
