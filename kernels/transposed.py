@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .autograd import ConvGradInput, ConvGradInputTraced, _apply, _output_channels_last
+from .autograd import ConvGradInput, ConvGradInputTraced, _apply, _output_channels_last, grad_input_backward
 from .dispatch import resolve
 from .functional import autocast_inputs, check_device
 from .params import IntOrPair
@@ -33,7 +33,7 @@ class ConvTransposeForward(ConvGradInput):
 
     @staticmethod
     def backward(ctx, grad):
-        g_input, *rest = ConvGradInput.backward(ctx, grad)
+        g_input, *rest = grad_input_backward(ctx, grad)
         if g_input is not None:
             g_input = g_input.contiguous(memory_format=_memory_format(ctx.channels_last))
         return (g_input, *rest)
