@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels
-from kernels.enable import ROUTED, current_algorithm, is_enabled
+from kernels.aten import ROUTED, current_algorithm, is_enabled
 from kernels.tuning import LAUNCHES
 from reference import assert_close
 from test_cnn_models import randomise
@@ -160,12 +160,16 @@ def narrowed(model: nn.Module, div: int) -> nn.Module:
 
 class UNet(nn.Module):
     """A small U-Net: two encoder levels, a 2x2 stride-2 and a DCGAN-style 4x4 stride-2
-    ConvTranspose2d upsampler, skip connections, a 1x1 head."""
+    ConvTranspose2d upsampler, skip connections, a 1x1 head; one convolution pads by
+    reflection (nn.Conv2d pads explicitly, then convolves unpadded)."""
 
     def __init__(self, c=4):
         super().__init__()
-        block = lambda i, o: nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU())  # noqa: E731
-        self.enc1, self.enc2, self.bottom = block(3, c), block(c, 2 * c), block(2 * c, 4 * c)
+
+        def block(i, o, mode="zeros"):
+            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, padding_mode=mode), nn.BatchNorm2d(o), nn.ReLU())
+
+        self.enc1, self.enc2, self.bottom = block(3, c), block(c, 2 * c), block(2 * c, 4 * c, "reflect")
         self.up2 = nn.ConvTranspose2d(4 * c, 2 * c, 2, stride=2)
         self.dec2 = block(4 * c, 2 * c)
         self.up1 = nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1)

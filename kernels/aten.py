@@ -19,9 +19,10 @@ arguments our validation rejects, so that the error raised is PyTorch's own.
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections import Counter
-from typing import Dict, Optional
+from typing import Optional
 
 import torch
 
@@ -37,13 +38,9 @@ from .variant_params import TransposedParams
 # kernels, "passed_through" went to PyTorch's (tests read it).
 ROUTED: Counter = Counter()
 
-_OPS = ("convolution", "convolution_backward")
-
-
 class _State:
     library: Optional[torch.library.Library] = None
     algorithm: str = "auto"
-    originals: Dict[tuple, object] = {}
 
 
 def _ours(input: torch.Tensor, weight: torch.Tensor, *others: Optional[torch.Tensor]) -> bool:
@@ -55,10 +52,10 @@ def _ours(input: torch.Tensor, weight: torch.Tensor, *others: Optional[torch.Ten
             and all(t.layout == torch.strided and t.device == input.device for t in tensors))
 
 
-def _pass_through(op: str, keyset, *args):
+def _pass_through(original, keyset, *args):
+    """The kernel PyTorch had for this op and dispatch key before ``enable()``."""
     ROUTED["passed_through"] += 1
-    device = "CPU" if args[0].device.type == "cpu" else "CUDA"
-    return _State.originals[(op, device)].call_boxed(keyset, *args)
+    return original.call_boxed(keyset, *args)
 
 
 def _lift(t: Optional[torch.Tensor], one_d: bool) -> Optional[torch.Tensor]:
@@ -82,10 +79,11 @@ def _problem(input_shape, weight_shape, stride, padding, dilation, transposed, o
                                   bias_shape=bias_shape)
 
 
-def _convolution(keyset, input, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
+def _convolution(original, keyset, input, weight, bias, stride, padding, dilation, transposed, output_padding,
+                 groups):
     args = (input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
     if not _ours(input, weight, bias):
-        return _pass_through("convolution", keyset, *args)
+        return _pass_through(original, keyset, *args)
     one_d = input.dim() == 3
     x, w = _lift(input, one_d), _lift(weight, one_d)
     stride2, padding2, dilation2, output_padding2 = _lift_args(one_d, stride, padding, dilation, output_padding)
@@ -93,7 +91,7 @@ def _convolution(keyset, input, weight, bias, stride, padding, dilation, transpo
         problem = _problem(x.shape, w.shape, stride2, padding2, dilation2, transposed, output_padding2, groups,
                            x.dtype, None if bias is None else bias.shape)
     except (RuntimeError, TypeError):
-        return _pass_through("convolution", keyset, *args)
+        return _pass_through(original, keyset, *args)
     ROUTED["convolution"] += 1
     algorithm = _State.algorithm
     if transposed:
@@ -105,12 +103,12 @@ def _convolution(keyset, input, weight, bias, stride, padding, dilation, transpo
     return out.squeeze(2) if one_d else out
 
 
-def _convolution_backward(keyset, grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
-                          output_padding, groups, output_mask):
+def _convolution_backward(original, keyset, grad_output, input, weight, bias_sizes, stride, padding, dilation,
+                          transposed, output_padding, groups, output_mask):
     args = (grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed, output_padding, groups,
             output_mask)
     if not _ours(input, weight, grad_output) or grad_output.dim() != input.dim():
-        return _pass_through("convolution_backward", keyset, *args)
+        return _pass_through(original, keyset, *args)
     one_d = input.dim() == 3
     gy, x, w = (_lift(t, one_d) for t in (grad_output, input, weight))
     stride2, padding2, dilation2, output_padding2 = _lift_args(one_d, stride, padding, dilation, output_padding)
@@ -118,7 +116,7 @@ def _convolution_backward(keyset, grad_output, input, weight, bias_sizes, stride
         problem = _problem(x.shape, w.shape, stride2, padding2, dilation2, transposed, output_padding2, groups,
                            x.dtype)
     except (RuntimeError, TypeError):
-        return _pass_through("convolution_backward", keyset, *args)
+        return _pass_through(original, keyset, *args)
     ROUTED["convolution_backward"] += 1
     algorithm = _State.algorithm
     layout = _gradient_layout(x, w)  # PyTorch's: the forward's memory format, whatever grad_output's
@@ -160,18 +158,20 @@ def enable(algorithm: str = "auto") -> None:
 
     if algorithm not in ALGORITHMS:
         raise ValueError(f"kernels.enable: unknown algorithm={algorithm!r}; expected one of {list(ALGORITHMS)}")
+    if not hasattr(torch.library, "get_kernel"):
+        raise RuntimeError("kernels.enable needs torch.library.get_kernel (a newer PyTorch) to keep PyTorch's own "
+                           "kernels for what it passes through")
     _State.algorithm = algorithm
     if _State.library is not None:
         return
-    keys = _dispatch_keys()
-    _State.originals = {(op, key): torch.library.get_kernel(f"aten::{op}", key) for op in _OPS for key in keys}
     library = torch.library.Library("aten", "IMPL")
     with warnings.catch_warnings():
         # convolution_backward has CPU and CUDA kernels of its own: replacing them is the point.
         warnings.filterwarnings("ignore", message=".*Overriding a previously registered kernel.*")
-        for key in keys:
-            library.impl("convolution", _convolution, key, with_keyset=True)
-            library.impl("convolution_backward", _convolution_backward, key, with_keyset=True)
+        for key in _dispatch_keys():
+            for op, impl in (("convolution", _convolution), ("convolution_backward", _convolution_backward)):
+                original = torch.library.get_kernel(f"aten::{op}", key)  # taken before ours replaces it
+                library.impl(op, functools.partial(impl, original), key, with_keyset=True)
     _State.library = library
 
 
@@ -180,7 +180,6 @@ def disable() -> None:
     if _State.library is not None:
         _State.library._destroy()
         _State.library = None
-    _State.originals = {}
 
 
 def is_enabled() -> bool:
