@@ -38,9 +38,11 @@ class UNet(nn.Module):
         super().__init__()
         widths = [width * 2**i for i in range(5)]  # 64 ... 1024
 
+        def conv_bn_relu(c_in, c_out):
+            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
+
         def double_conv(c_in, c_out):
-            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True),
-                                 nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True))
+            return nn.Sequential(*conv_bn_relu(c_in, c_out), *conv_bn_relu(c_out, c_out))
 
         self.down = nn.ModuleList([double_conv(in_channels, widths[0])] + [
             double_conv(a, b) for a, b in zip(widths[:-1], widths[1:])])

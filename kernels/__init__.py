@@ -13,9 +13,9 @@ if _interpreting():
     _interpreter_compat.apply()
 
 from . import algorithms as _algorithms  # noqa: F401  (registers the algorithms)
+from .aten import disable, enable, enabled
 from .autograd import Conv2dFunction
 from .conv1d import conv1d, conv_transpose1d
-from .aten import disable, enable, enabled
 from .flops import conv2d_flops
 from .functional import conv2d
 from .fused import conv2d_bn, fold_bn

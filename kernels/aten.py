@@ -38,6 +38,7 @@ from .variant_params import TransposedParams
 # kernels, "passed_through" went to PyTorch's (tests read it).
 ROUTED: Counter = Counter()
 
+
 class _State:
     library: Optional[torch.library.Library] = None
     algorithm: str = "auto"
