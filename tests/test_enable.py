@@ -74,7 +74,7 @@ def test_pytorch_again_after_disable_and_on_exit(device):
 
 
 def test_what_we_do_not_implement_passes_through(device):
-    """3-D convolutions: PyTorch's own kernels, forward and backward, bit for bit. (A complex
+    """3-D convolutions: PyTorch's own kernels, forward and backward, no launch of ours. (A complex
     F.conv2d never reaches the op as complex: PyTorch computes it as three real convolutions,
     which are ours.)"""
     x = torch.randn(1, 2, 4, 4, 4, dtype=torch.float64, device=device, requires_grad=True)
@@ -87,7 +87,8 @@ def test_what_we_do_not_implement_passes_through(device):
         got_grad = torch.autograd.grad(got.sum(), x)[0]
     assert ROUTED - routed == {"passed_through": 2}
     assert sum(LAUNCHES.values()) == launches
-    assert torch.equal(got, expected) and torch.equal(got_grad, expected_grad)
+    assert torch.equal(got, expected)
+    torch.testing.assert_close(got_grad, expected_grad, rtol=1e-12, atol=1e-12)  # cuDNN's backward may use atomics
 
     xc, wc = torch.randn(1, 2, 5, 5, dtype=torch.complex128), torch.randn(3, 2, 3, 3, dtype=torch.complex128)
     routed = ROUTED.copy()
