@@ -9,12 +9,12 @@ import pytest
 import benchmarks  # noqa: F401  (sets TRITON_INTERPRET on CPU-only machines)
 from benchmarks.environment import ON_GPU, PRECISIONS
 from benchmarks.layers import LAYOUTS
-from benchmarks.networks import SUITES
+from benchmarks.networks import all_suites
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("convolution benchmarks")
-    group.addoption("--bench-suites", nargs="+", default=list(SUITES), choices=list(SUITES))
+    group.addoption("--bench-suites", nargs="+", default=all_suites(), choices=all_suites())
     group.addoption("--bench-batch", type=int, default=32 if ON_GPU else 1)
     group.addoption("--bench-dtype", default="float16" if ON_GPU else "float32", choices=list(PRECISIONS))
     group.addoption("--bench-layout", default="channels_last", choices=LAYOUTS)

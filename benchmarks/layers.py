@@ -1,9 +1,11 @@
 """The conv-layer benchmark: one case (a network's layer at a batch, precision and layout),
 every implementation that applies to it, each timed and checked.
 
-Implementations: ``cudnn`` (``F.conv2d`` with ``cudnn.benchmark = True``; GPU only), ``auto``
-and every eligible algorithm of ``kernels.REGISTRY`` (so the benchmark grows as algorithms
-land), and optionally ``inductor`` (``torch.compile(mode="max-autotune")`` of the same conv).
+Implementations: ``cudnn`` (``F.conv2d`` with ``cudnn.benchmark = True``, or the layer's own
+``F.conv_transpose2d`` / ``F.conv1d``; GPU only), ``auto`` and every eligible algorithm of
+``kernels.REGISTRY`` (so the benchmark grows as algorithms land; for transposed and 1-D layers,
+those that apply to the 2-D convolution our kernels run for them), and optionally ``inductor``
+(``torch.compile(mode="max-autotune")`` of the same conv).
 Every output is compared with a reference computed from the same inputs: cuDNN in fp32 with
 TF32 off on a GPU, PyTorch in float64 on the CPU.
 """
@@ -13,9 +15,9 @@ import math
 from typing import Callable, Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 
 import kernels
+from kernels.dispatch import resolve
 
 from .environment import DEVICE, ON_GPU, Precision, precision_mode
 from .networks import ConvCase
@@ -30,8 +32,8 @@ LAYOUTS = ("channels_last", "nchw")
 
 
 def conv_params(case: ConvCase) -> kernels.ConvParams:
-    return kernels.ConvParams.from_shapes(case.input_shape, case.weight_shape, **case.conv_args(),
-                                          has_bias=case.bias)
+    """The 2-D convolution our kernels run for ``case`` (for a transposed layer, the one it is the dgrad of)."""
+    return case.problem()[0]
 
 
 def eligible_algorithms(case: ConvCase) -> List[str]:
@@ -41,16 +43,25 @@ def eligible_algorithms(case: ConvCase) -> List[str]:
 
 
 def counts(case: ConvCase) -> Dict[str, Dict[str, int]]:
-    """``kernels.conv2d_flops`` of ``case`` for ``auto`` and every eligible algorithm."""
-    args = dict(case.conv_args())
-    return {name: kernels.conv2d_flops(case.input_shape, case.weight_shape, **args, algorithm=name)
-            for name in ("auto", *eligible_algorithms(case))}
+    """``kernels.conv2d_flops`` of ``case`` for ``auto`` and every eligible algorithm. A transposed
+    layer runs as a dgrad, whatever the algorithm: its multiplies are its MACs (as
+    ``torch.utils.flop_counter`` counts them), the algorithm's forward count does not apply."""
+    if case.op == "conv2d":
+        args = dict(case.conv_args())
+        return {name: kernels.conv2d_flops(case.input_shape, case.weight_shape, **args, algorithm=name)
+                for name in ("auto", *eligible_algorithms(case))}
+    params = conv_params(case)
+    result = {}
+    for name in ("auto", *eligible_algorithms(case)):
+        entry = resolve(name, params)
+        found = {"macs": params.macs, "multiplies": params.macs} if case.transposed else dict(entry.count(params))
+        result[name] = dict(found, flops=2 * found["macs"], algorithm=entry.name)
+    return result
 
 
 def traffic_bytes(case: ConvCase, element_size: int) -> int:
     """The least memory traffic of the layer: read input and weight (and bias), write output once."""
-    params = conv_params(case)
-    elements = math.prod(case.input_shape) + math.prod(case.weight_shape) + math.prod(params.output_shape)
+    elements = math.prod(case.input_shape) + math.prod(case.weight_shape) + math.prod(case.problem()[1])
     return (elements + (case.k if case.bias else 0)) * element_size
 
 
@@ -60,7 +71,9 @@ def make_inputs(case: ConvCase, precision: Precision, layout: str):
     x = torch.randn(case.input_shape, device=DEVICE, dtype=precision.dtype)
     w = torch.randn(case.weight_shape, device=DEVICE, dtype=precision.dtype) / math.sqrt(fan_in)
     b = torch.randn(case.k, device=DEVICE, dtype=precision.dtype) if case.bias else None
-    if layout == "channels_last":
+    if layout == "channels_last" and case.one_d:  # (N, C, L) with the channels innermost
+        x, w = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (x, w))
+    elif layout == "channels_last":
         x, w = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
     elif layout != "nchw":
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -72,7 +85,7 @@ def reference_output(x, w, b, case: ConvCase) -> torch.Tensor:
     dtype = torch.float32 if ON_GPU else torch.float64
     cast = (lambda t: None if t is None else t.to(dtype))
     with precision_mode(Precision("float32", torch.float32)):
-        return F.conv2d(cast(x), cast(w), cast(b), **case.conv_args())
+        return case.functional(cast(x), cast(w), cast(b), **case.conv_args())
 
 
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -86,11 +99,11 @@ def implementations(case: ConvCase, rotation: Rotation, inductor: bool = False) 
     args = case.conv_args()
     impls: Dict[str, Callable] = {}
     if ON_GPU:
-        impls["cudnn"] = lambda: F.conv2d(*rotation.next(), **args)
+        impls["cudnn"] = lambda: case.functional(*rotation.next(), **args)
     for name in ("auto", *eligible_algorithms(case)):
-        impls[name] = lambda name=name: kernels.conv2d(*rotation.next(), **args, algorithm=name)
+        impls[name] = lambda name=name: case.ours(*rotation.next(), **args, algorithm=name)
     if inductor and ON_GPU:
-        compiled = torch.compile(lambda x, w, b: F.conv2d(x, w, b, **args), mode="max-autotune", dynamic=False)
+        compiled = torch.compile(lambda x, w, b: case.functional(x, w, b, **args), mode="max-autotune", dynamic=False)
         impls["inductor"] = lambda: compiled(*rotation.next())
     return impls
 
@@ -98,7 +111,7 @@ def implementations(case: ConvCase, rotation: Rotation, inductor: bool = False) 
 def case_fields(case: ConvCase) -> dict:
     return dict(suite=case.suite, layer=case.layer, count=case.count, n=case.n, c=case.c, h=case.h, w=case.w,
                 k=case.k, r=case.r, s=case.s, stride=case.stride, padding=case.padding, dilation=case.dilation,
-                groups=case.groups, bias=case.bias)
+                groups=case.groups, bias=case.bias, op=case.op, output_padding=case.output_padding)
 
 
 def run_case(case: ConvCase, precision: Precision, layout: str, peaks: dict,

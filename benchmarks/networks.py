@@ -2,21 +2,32 @@
 it once with forward hooks, each unique layer once with its count in the network.
 
 Nothing here is typed by hand: the shapes come from the ``cnn`` models (ResNet-50, VGG-16,
-MobileNetV2, EfficientNet-B0 and DenseNet-121 at 224x224), and ``conv_layers`` works on any
-``nn.Module``. EfficientNet-B0 brings 5x5 depthwise and squeeze-and-excitation (1x1 convolutions
-on 1x1 maps), DenseNet-121 many narrow 1x1 bottlenecks over ever wider concatenations.
+MobileNetV2, EfficientNet-B0 and DenseNet-121 at 224x224) and from the decoder / sequence networks
+of ``variant_networks`` (DCGAN's generator, U-Net's up-convolutions, Mamba's depthwise conv1d), and
+``conv_layers`` works on any ``nn.Module`` (its Conv2d, Conv1d, ConvTranspose2d and ConvTranspose1d
+layers). EfficientNet-B0 brings 5x5 depthwise and squeeze-and-excitation (1x1 convolutions on 1x1
+maps), DenseNet-121 many narrow 1x1 bottlenecks over ever wider concatenations.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Callable, Dict, List, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import kernels
+from kernels.variant_params import TransposedParams, lift_1d
+
+from .variant_networks import VARIANT_SUITES
+
 Pair = Union[int, Tuple[int, int]]
+
+# Module type -> the functional op (the same name in torch.nn.functional and in kernels).
+CONV_OPS = {nn.Conv2d: "conv2d", nn.Conv1d: "conv1d", nn.ConvTranspose2d: "conv_transpose2d",
+            nn.ConvTranspose1d: "conv_transpose1d"}
 
 
 def _compact(value):
@@ -29,7 +40,12 @@ def _compact(value):
 
 @dataclass(frozen=True)
 class ConvCase:
-    """One unique conv layer of a network (batch ``n``) and how often the network runs it."""
+    """One unique conv layer of a network (batch ``n``) and how often the network runs it.
+
+    ``op`` is one of ``CONV_OPS``' values. 1-D layers have h = r = 1 (stride, padding and
+    dilation are the length's); transposed ones have c input and k output channels as well,
+    and an ``output_padding``.
+    """
 
     suite: str
     layer: str  # the first module with this shape, e.g. "layer1.0.conv2"
@@ -46,62 +62,129 @@ class ConvCase:
     dilation: Pair = 1
     groups: int = 1
     bias: bool = False
+    op: str = "conv2d"
+    output_padding: Pair = 0
+
+    @property
+    def one_d(self) -> bool:
+        return self.op.endswith("1d")
+
+    @property
+    def transposed(self) -> bool:
+        return self.op.startswith("conv_transpose")
 
     @property
     def input_shape(self):
-        return (self.n, self.c, self.h, self.w)
+        return (self.n, self.c, self.w) if self.one_d else (self.n, self.c, self.h, self.w)
 
     @property
     def weight_shape(self):
-        return (self.k, self.c // self.groups, self.r, self.s)
+        shape = (self.c, self.k // self.groups) if self.transposed else (self.k, self.c // self.groups)
+        return shape + ((self.s,) if self.one_d else (self.r, self.s))
 
     def conv_args(self) -> dict:
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+        args = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+        if self.transposed:
+            args["output_padding"] = self.output_padding
+        return args
+
+    @property
+    def functional(self) -> Callable:
+        """PyTorch's function for this layer (``F.conv2d``, ``F.conv_transpose2d``, ...)."""
+        return getattr(F, self.op)
+
+    @property
+    def ours(self) -> Callable:
+        """Our function for it (``kernels.conv2d``, ``kernels.conv_transpose2d``, ...)."""
+        return getattr(kernels, self.op)
+
+    def problem(self):
+        """(the ConvParams our kernels run, the output shape): a transposed layer runs as the
+        dgrad of that convolution, a 1-D one as a 2-D one over (N, C, 1, L)."""
+        args = self.conv_args()
+        groups = args.pop("groups")
+        x, w = torch.empty(self.input_shape, device="meta"), torch.empty(self.weight_shape, device="meta")
+        if self.one_d:
+            args = lift_1d(self.op, x, w, **args)
+            x, w = x.unsqueeze(-2), w.unsqueeze(-2)
+        if self.transposed:
+            transposed = TransposedParams.from_shapes(x.shape, w.shape, groups=groups, **args)
+            params, shape = transposed.conv, transposed.output_shape
+        else:
+            params = kernels.ConvParams.from_shapes(x.shape, w.shape, groups=groups, has_bias=self.bias, **args)
+            shape = params.output_shape
+        return params, (shape[:2] + shape[3:] if self.one_d else shape)
 
     @property
     def shape_key(self):
-        return (self.c, self.h, self.w, self.k, self.r, self.s, self.stride, self.padding, self.dilation,
-                self.groups, self.bias)
+        return (self.op, self.c, self.h, self.w, self.k, self.r, self.s, self.stride, self.padding, self.dilation,
+                self.groups, self.bias, self.output_padding)
 
     def with_batch(self, n: int) -> "ConvCase":
         return replace(self, n=n)
 
     def describe(self) -> str:
-        text = f"{self.c}x{self.h}x{self.w}->{self.k} {self.r}x{self.s}"
+        text = f"{self.c}x{self.w}->{self.k} k{self.s}" if self.one_d else \
+            f"{self.c}x{self.h}x{self.w}->{self.k} {self.r}x{self.s}"
         if self.stride != 1:
             text += f" s{self.stride}"
         if self.groups != 1:
             text += " dw" if self.groups == self.c == self.k else f" g{self.groups}"
-        return text
+        return text + (" transposed" if self.transposed else "")
 
 
-def _shape_only_forward(module: nn.Conv2d):
+def _op(module: nn.Module) -> Optional[str]:
+    return next((op for cls, op in CONV_OPS.items() if isinstance(module, cls)), None)
+
+
+def _output_padding(module: nn.Module, args) -> tuple:
+    """A transposed layer's output_padding for this call (nn.ConvTranspose*d's own rule)."""
+    spatial = 1 if isinstance(module, nn.ConvTranspose1d) else 2
+    return module._output_padding(args[0], args[1] if len(args) > 1 else None, module.stride, module.padding,
+                                  module.kernel_size, spatial, module.dilation)
+
+
+def _shape_only_forward(module: nn.Module):
     """A forward that only needs the module's configuration (runs on the meta device, and
     does not depend on how a subclass such as ``cnn.Conv2d`` computes)."""
+    op = _op(module)
 
-    def forward(x):
+    def forward(x, *rest):
         if module.padding_mode != "zeros":
             raise ValueError(f"benchmarks: padding_mode={module.padding_mode!r} is not a benchmark case")
-        return F.conv2d(x, module.weight, module.bias, module.stride, module.padding, module.dilation, module.groups)
+        args = [module.stride, module.padding]
+        if op.startswith("conv_transpose"):
+            args += [_output_padding(module, (x, *rest)), module.groups, module.dilation]
+        else:
+            args += [module.dilation, module.groups]
+        return getattr(F, op)(x, module.weight, module.bias, *args)
 
     return forward
 
 
-def conv_layers(model: nn.Module, input_size=(1, 3, 224, 224), suite: str = "model") -> List[ConvCase]:
-    """The unique ``nn.Conv2d`` layers ``model`` runs on an input of ``input_size``, in order of
-    first use, with counts. The model should be built on the meta device (cheap, nothing
-    allocated); it is run once on a meta input and is not modified after the call."""
+def conv_layers(model: nn.Module, input_size=(1, 3, 224, 224), suite: str = "model",
+                only: Optional[Tuple[str, ...]] = None) -> List[ConvCase]:
+    """The unique convolution layers (``nn.Conv2d``, ``Conv1d``, ``ConvTranspose2d``,
+    ``ConvTranspose1d``; those of the ops in ``only`` if given) ``model`` runs on an input of
+    ``input_size``, in order of first use, with counts. The model should be built on the meta
+    device (cheap, nothing allocated); it is run once on a meta input and is not modified after
+    the call."""
     seen: Dict[tuple, ConvCase] = {}
     handles, saved = [], []
 
     def record(name):
         def hook(module, args):
             x = args[0]
+            op = _op(module)
+            one_d = op.endswith("1d")
+            pick = (lambda v: v[0]) if one_d else _compact  # noqa: E731
             case = ConvCase(
-                suite=suite, layer=name, count=1, n=x.shape[0], c=x.shape[1], h=x.shape[2], w=x.shape[3],
-                k=module.out_channels, r=module.kernel_size[0], s=module.kernel_size[1],
-                stride=_compact(module.stride), padding=_compact(module.padding),
-                dilation=_compact(module.dilation), groups=module.groups, bias=module.bias is not None,
+                suite=suite, layer=name, count=1, n=x.shape[0], c=x.shape[1], h=1 if one_d else x.shape[2],
+                w=x.shape[-1], k=module.out_channels, r=1 if one_d else module.kernel_size[0],
+                s=module.kernel_size[-1], stride=pick(module.stride),
+                padding=module.padding if isinstance(module.padding, str) else pick(module.padding),
+                dilation=pick(module.dilation), groups=module.groups, bias=module.bias is not None, op=op,
+                output_padding=pick(_output_padding(module, args)) if op.startswith("conv_transpose") else 0,
             )
             known = seen.get(case.shape_key)
             seen[case.shape_key] = case if known is None else replace(known, count=known.count + 1)
@@ -109,7 +192,8 @@ def conv_layers(model: nn.Module, input_size=(1, 3, 224, 224), suite: str = "mod
         return hook
 
     for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d):
+        op = _op(module)
+        if op is not None and (only is None or op in only):
             handles.append(module.register_forward_pre_hook(record(name)))
             saved.append((module, module.__dict__.get("forward")))
             module.forward = _shape_only_forward(module)
@@ -148,11 +232,30 @@ SUITES: Dict[str, Callable[..., nn.Module]] = {
 IMAGE = 224
 
 
+def all_suites() -> List[str]:
+    """The classification networks' suites, then the transposed / 1-D ones."""
+    return list(SUITES) + list(VARIANT_SUITES)
+
+
 def suite_cases(suite: str, batch: int = 1, image: int = IMAGE) -> List[ConvCase]:
-    """The unique conv layers of suite ``suite`` at ``image``x``image``, batch ``batch``."""
-    with torch.device("meta"):
-        model = SUITES[suite]()
-    return [case.with_batch(batch) for case in conv_layers(model, (1, 3, image, image), suite)]
+    """The unique conv layers of suite ``suite`` at batch ``batch``: a classification network's
+    at ``image``x``image``; a ``VARIANT_SUITES`` network's at its own input size."""
+    if suite in VARIANT_SUITES:
+        variant = VARIANT_SUITES[suite]
+        with torch.device("meta"):
+            model = variant.build()
+        cases = conv_layers(model, (1, *variant.input_size), suite, only=variant.only)
+    else:
+        with torch.device("meta"):
+            model = SUITES[suite]()
+        cases = conv_layers(model, (1, 3, image, image), suite)
+    return [case.with_batch(batch) for case in cases]
+
+
+def interpreter_scale(suite: str, default: Tuple[int, int]) -> Tuple[int, int]:
+    """(channel_div, spatial_div) for ``scaled_down`` under the interpreter: the suite's own, or ``default``."""
+    variant = VARIANT_SUITES.get(suite)
+    return tuple(variant.interpreter_scale) if variant and variant.interpreter_scale else tuple(default)
 
 
 def scaled_down(case: ConvCase, channel_div: int, spatial_div: int) -> ConvCase:

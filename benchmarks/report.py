@@ -12,6 +12,13 @@ INTERPRETER_WARNING = (
     "apply to each layer, what each multiplies, and that each one's output matches PyTorch's."
 )
 
+VARIANT_CASES = (
+    "The `dcgan`, `unet` and `mamba_conv1d` suites are the ConvTranspose2d layers of DCGAN's generator "
+    "(latent to 64×64) and of U-Net's decoder (256×256), and Mamba-1.4B's depthwise causal Conv1d "
+    "(4096 channels, kernel 4, length 2048), from `benchmarks/variant_networks.py`; a transposed layer's "
+    "MACs are counted as `torch.utils.flop_counter` counts them.")
+
+
 def geomean(values: Sequence[float], weights: Optional[Sequence[float]] = None) -> Optional[float]:
     values = list(values)
     if not values:
@@ -26,12 +33,16 @@ def _fmt(value, spec=".3f", missing="-"):
 
 
 def _shape(row) -> str:
-    text = f"{row['c']}x{row['h']}x{row['w']}→{row['k']} {row['r']}x{row['s']}"
+    op = row.get("op", "conv2d")
+    if op.endswith("1d"):
+        text = f"{row['c']}x{row['w']}→{row['k']} k{row['s']}"
+    else:
+        text = f"{row['c']}x{row['h']}x{row['w']}→{row['k']} {row['r']}x{row['s']}"
     if row["stride"] != 1:
         text += f" s{row['stride'] if isinstance(row['stride'], int) else tuple(row['stride'])}"
     if row["groups"] != 1:
         text += " dw" if row["groups"] == row["c"] == row["k"] else f" g{row['groups']}"
-    return text
+    return text + (" transposed" if op.startswith("conv_transpose") else "")
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence]) -> List[str]:
@@ -253,10 +264,12 @@ def method_section(meta, peaks, on_gpu: bool) -> List[str]:
         tf = peaks.get("tflops", {})
         lines += [
             "* Cases: every unique `nn.Conv2d` of each network at 224×224, found by running the `cnn` model once "
-            "with forward hooks (shapes on the meta device); *count* is how often the network runs that layer.",
-            "* Implementations: `cudnn` = `torch.nn.functional.conv2d` with `torch.backends.cudnn.benchmark = True` "
+            "with forward hooks (shapes on the meta device); *count* is how often the network runs that layer. "
+            + VARIANT_CASES,
+            "* Implementations: `cudnn` = `torch.nn.functional.conv2d` (`conv_transpose2d`, `conv1d` for those "
+            "layers) with `torch.backends.cudnn.benchmark = True` "
             f"(cuDNN {meta.get('cudnn')}); `auto` and every registered algorithm that applies to the layer "
-            "(`kernels.conv2d(..., algorithm=...)`). `auto` "
+            "(`kernels.conv2d(..., algorithm=...)`, `kernels.conv_transpose2d`, `kernels.conv1d`). `auto` "
             + ("picked by measured time (`KERNELS_AUTOTUNE` on)." if meta.get("auto_timing_autotune")
                else "follows the routing table (`KERNELS_AUTOTUNE` off)."),
             "* Timing: warm-up calls first (Triton autotuning, cuDNN's algorithm search), then "
@@ -282,7 +295,8 @@ def method_section(meta, peaks, on_gpu: bool) -> List[str]:
         lines += [
             "* Cases: every unique `nn.Conv2d` of each network at 224×224, found by running the `cnn` model once "
             "with forward hooks; each is run scaled down (channels ÷16, pixels ÷14, kernel size, stride, padding, "
-            "dilation and group structure kept, so the same algorithms apply) under `TRITON_INTERPRET=1`.",
+            "dilation and group structure kept, so the same algorithms apply) under `TRITON_INTERPRET=1`. "
+            + VARIANT_CASES + " (Mamba's scaled by ÷256 channels, ÷64 length.)",
             "* Correctness: relative error ‖out − ref‖₂ / ‖ref‖₂ against PyTorch in float64 on the same inputs.",
             "* The times are wall-clock times of Triton's CPU interpreter (numpy), which say nothing about GPU speed.",
             "* No cuDNN column: there is no GPU.",

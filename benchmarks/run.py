@@ -1,6 +1,7 @@
 """`python -m benchmarks`: every algorithm of ``kernels.REGISTRY`` against cuDNN on the conv
-layers of ResNet-50, VGG-16 and MobileNetV2 (cases derived from the ``cnn`` models), and the
-three networks end to end; writes JSON, a Markdown report and PNG plots under
+layers of ResNet-50, VGG-16 and MobileNetV2 (cases derived from the ``cnn`` models) and on the
+transposed convolutions of DCGAN's generator and U-Net's decoder and Mamba's depthwise conv1d
+(``variant_networks``), and the three classification networks end to end; writes JSON, a Markdown report and PNG plots under
 ``benchmarks/results/<device>/``.
 
 Without a GPU it runs the same layers scaled down under Triton's interpreter: the FLOP tables
@@ -21,7 +22,7 @@ import torch
 
 from .environment import ON_GPU, PRECISIONS, device_slug, metadata
 from .layers import LAYOUTS, counts, run_case
-from .networks import SUITES, ConvCase, scaled_down, suite_cases
+from .networks import SUITES, ConvCase, all_suites, interpreter_scale, scaled_down, suite_cases
 from .progress import Progress
 from .timing import measure_peaks
 
@@ -36,7 +37,7 @@ CPU_MODEL_IMAGE = 32
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suites", nargs="+", choices=list(SUITES), default=list(SUITES))
+    parser.add_argument("--suites", nargs="+", choices=all_suites(), default=all_suites())
     parser.add_argument("--batches", nargs="+", type=int, help="default: 32 on a GPU, 1 on the CPU")
     parser.add_argument("--dtypes", nargs="+", choices=list(PRECISIONS),
                         help="tf32 = float32 with TF32 on; default: float16 bfloat16 on a GPU, float32 on the CPU")
@@ -77,7 +78,7 @@ def layer_table(suite: str) -> List[dict]:
     for case in suite_cases(suite, batch=1):
         flops = counts(case)
         rows.append(dict(
-            suite=suite, layer=case.layer, count=case.count, c=case.c, h=case.h, w=case.w, k=case.k, r=case.r,
+            suite=suite, layer=case.layer, count=case.count, op=case.op, c=case.c, h=case.h, w=case.w, k=case.k, r=case.r,
             s=case.s, stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups,
             bias=case.bias, macs=flops["auto"]["macs"], auto=flops["auto"]["algorithm"],
             multiplies={name: f["multiplies"] for name, f in flops.items() if name != "auto"},
@@ -152,13 +153,13 @@ def run(args) -> Results:
             for case in select_cases(suite, batch, args.quick)]
     model_plan = [] if args.no_models else [
         (suite, batch, dtype, layout) for suite in args.suites for batch in args.batches
-        for dtype in args.dtypes for layout in args.layouts if ON_GPU or suite in CPU_MODELS]
+        for dtype in args.dtypes for layout in args.layouts if suite in SUITES and (ON_GPU or suite in CPU_MODELS)]
     if not ON_GPU:
         model_plan = [p for p in model_plan if p[1] == args.batches[0] and p[2] == args.dtypes[0] and p[3] == args.layouts[0]]
     progress = Progress(len(plan) + len(model_plan))
     for suite, batch, dtype, layout, case in plan:
         progress.step(f"{suite} {case.layer} b{batch} {dtype} {layout}")
-        run_shape = case if ON_GPU else scaled_down(case, *args.scale)
+        run_shape = case if ON_GPU else scaled_down(case, *interpreter_scale(suite, args.scale))
         results.cases += run_case(run_shape, PRECISIONS[dtype], layout, peaks, full_case=case, inductor=args.inductor)
         results.save()
         if ON_GPU:

@@ -7,12 +7,10 @@ benchmark also checks its output against the reference (cuDNN fp32, or float64 o
 """
 import pytest
 import torch
-import torch.nn.functional as F
 
-import kernels
 from benchmarks.environment import ON_GPU, PRECISIONS, precision_mode
-from benchmarks.layers import TOLERANCE, eligible_algorithms, make_inputs, reference_output, relative_error
-from benchmarks.networks import scaled_down, suite_cases
+from benchmarks.layers import TOLERANCE, conv_params, eligible_algorithms, make_inputs, reference_output, relative_error
+from benchmarks.networks import interpreter_scale, scaled_down, suite_cases
 from benchmarks.run import select_cases
 from benchmarks.timing import Rotation, synchronize
 
@@ -26,7 +24,7 @@ def pytest_generate_tests(metafunc):
         cases = suite_cases(suite, options.bench_batch) if options.bench_all_layers else \
             select_cases(suite, options.bench_batch, quick=True)
         for case in cases:
-            run = case if ON_GPU else scaled_down(case, 16, 14)
+            run = case if ON_GPU else scaled_down(case, *interpreter_scale(suite, (16, 14)))
             for impl in (["cudnn"] if ON_GPU else []) + ["auto"] + eligible_algorithms(run):
                 params.append(pytest.param(run, impl, id=f"{suite}-{case.layer}-b{case.n}-{impl}"))
     metafunc.parametrize("conv_case,impl", params)
@@ -43,9 +41,9 @@ def test_conv_layer(benchmark, conv_case, impl, bench_rounds, request):
                                        for _ in range(Rotation.count(size) - 1)])
         if impl == "cudnn":
             torch.backends.cudnn.benchmark = True
-            conv = lambda: F.conv2d(*rotation.next(), **args)  # noqa: E731
+            conv = lambda: conv_case.functional(*rotation.next(), **args)  # noqa: E731
         else:
-            conv = lambda: kernels.conv2d(*rotation.next(), **args, algorithm=impl)  # noqa: E731
+            conv = lambda: conv_case.ours(*rotation.next(), **args, algorithm=impl)  # noqa: E731
         error = relative_error(conv(), reference_output(*first, conv_case))
 
         def timed():
@@ -55,7 +53,7 @@ def test_conv_layer(benchmark, conv_case, impl, bench_rounds, request):
 
         rounds, warmup = bench_rounds
         benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=warmup)
-    macs = kernels.conv2d_flops(conv_case.input_shape, conv_case.weight_shape, **args)["macs"]
+    macs = conv_params(conv_case).macs
     benchmark.extra_info.update(
         suite=conv_case.suite, layer=conv_case.layer, count=conv_case.count, shape=conv_case.describe(),
         n=conv_case.n, macs=macs, dtype=precision.name, layout=options.bench_layout, rel_err=error,

@@ -3,7 +3,7 @@
 Builders have torchvision's names, arguments and ``state_dict`` keys; ``cnn.Conv2d`` is an
 ``nn.Conv2d`` computed by ``kernels.conv2d``; ``cnn.convert`` puts any model on our kernels.
 """
-from .conv import Conv2d, convert, count_converted
+from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d, convert, count_converted
 from .fuse import FusedConv2dBN, fuse
 from .layers import BasicConv2d, ConvNormActivation, SqueezeExcitation, StochasticDepth, make_divisible
 from .profile import LayerProfile, Profile, profile

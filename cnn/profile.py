@@ -1,9 +1,10 @@
 """``cnn.profile``: per-layer MACs, shapes and algorithms of a model by shape propagation.
 
-Nothing is computed: parameters and activations are meta tensors, and every convolution is
-replaced (for the duration of the call) by a function that asks ``kernels`` which algorithm
-runs it and how many multiplies that algorithm performs. PyTorch's FlopCounterMode would
-count our custom ops as zero; this sees them.
+Nothing is computed: parameters and activations are meta tensors, and every convolution (1-D
+and 2-D, transposed or not) is replaced (for the duration of the call) by a function that asks
+``kernels`` which algorithm runs it and how many multiplies that algorithm performs. PyTorch's
+FlopCounterMode would count our custom ops as zero; this sees them (and counts a transposed
+convolution's MACs the way FlopCounterMode counts aten's).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch.nn as nn
 
 from kernels.dispatch import resolve
 from kernels.params import ConvParams
+from kernels.variant_params import TransposedParams, lift_1d
 
 Shape = Tuple[int, ...]
 
@@ -25,10 +27,11 @@ class LayerProfile:
     """One convolution or linear layer: MACs of the definition, multiplies of the chosen algorithm."""
 
     name: str
-    kind: str  # "conv" or "linear"
+    kind: str  # "conv" (1-D or 2-D), "conv_transpose" (1-D or 2-D) or "linear"
     input_shape: Shape
     output_shape: Shape
     algorithm: str  # the registered algorithm the layer's ``algorithm`` resolves to; "linear" for nn.Linear
+    # MACs: of the definition; for transposed convolutions as FlopCounterMode counts them (see _conv_row)
     macs: int
     multiplies: int
     params: int
@@ -72,45 +75,87 @@ class Profile:
         return "\n".join([fmt(header), rule, *map(fmt, lines), rule, total])
 
 
-def _conv_row(name: str, module: nn.Conv2d, x: torch.Tensor) -> Tuple[LayerProfile, ConvParams]:
-    params = ConvParams.from_shapes(
-        x.shape, module.weight.shape, module.stride, module.padding, module.dilation, module.groups,
-        dtype=x.dtype, has_bias=module.bias is not None,
-        channels_last=x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1,
-    )
-    entry = resolve(getattr(module, "algorithm", "auto"), params)
-    counts = entry.count(params)
-    row = LayerProfile(
-        name, "conv", tuple(x.shape), tuple(params.output_shape[1:] if params.unbatched else params.output_shape),
-        entry.name, int(counts["macs"]), int(counts["multiplies"]),
-        sum(p.numel() for p in module.parameters(recurse=False)),
-    )
-    return row, params
+CONVOLUTIONS = (nn.Conv2d, nn.Conv1d, nn.ConvTranspose2d, nn.ConvTranspose1d)
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
+
+
+def _conv_row(name: str, module: nn.Module, x: torch.Tensor, output_size=None) -> Tuple[LayerProfile, Shape, bool]:
+    """The row of one convolution, its output shape and memory format.
+
+    1-D convolutions are counted as the 2-D ones over (N, C, 1, L) they run as. A transposed
+    convolution's MACs are counted as ``torch.utils.flop_counter.FlopCounterMode`` counts them
+    (FLOPs / 2: every input pixel times every tap, including taps that land in the padding); it
+    runs as the dgrad of a convolution, so ``algorithm`` is the registered algorithm whose
+    ``grad_input`` computes it and ``multiplies`` is that MAC count (the dgrad kernel performs
+    the definition's products, skipping those that land in the padding).
+    """
+    one_d = isinstance(module, (nn.Conv1d, nn.ConvTranspose1d))
+    transposed = isinstance(module, (nn.ConvTranspose2d, nn.ConvTranspose1d))
+    op = ("conv_transpose" if transposed else "conv") + ("1d" if one_d else "2d")
+    weight = module.weight
+    args = dict(stride=module.stride, padding=module.padding, dilation=module.dilation)
+    if transposed:
+        args["output_padding"] = module._output_padding(x, output_size, module.stride, module.padding,
+                                                        module.kernel_size, 1 if one_d else 2, module.dilation)
+    if one_d:
+        args = lift_1d(op, x, weight, **args)
+        x_shape, w_shape = x.unsqueeze(-2).shape, weight.unsqueeze(-2).shape
+    else:
+        x_shape, w_shape = x.shape, weight.shape
+    if transposed:
+        problem = TransposedParams.from_shapes(x_shape, w_shape, groups=module.groups, dtype=x.dtype,
+                                               channels_last=_channels_last(x), **args)
+        entry = resolve(getattr(module, "algorithm", "auto"), problem.conv)
+        macs = multiplies = problem.macs
+        output_shape, unbatched = problem.output_shape, problem.unbatched
+    else:
+        problem = ConvParams.from_shapes(x_shape, w_shape, groups=module.groups, dtype=x.dtype,
+                                         has_bias=module.bias is not None, channels_last=_channels_last(x), **args)
+        entry = resolve(getattr(module, "algorithm", "auto"), problem)
+        counts = entry.count(problem)
+        macs, multiplies = counts["macs"], counts["multiplies"]
+        output_shape, unbatched = problem.output_shape, problem.unbatched
+    if unbatched:
+        output_shape = output_shape[1:]
+    if one_d:
+        output_shape = output_shape[:-2] + output_shape[-1:]
+    row = LayerProfile(name, "conv_transpose" if transposed else "conv", tuple(x.shape), tuple(output_shape),
+                       entry.name, int(macs), int(multiplies), sum(p.numel() for p in module.parameters(recurse=False)))
+    return row, tuple(output_shape), problem.channels_last
 
 
 def profile(model: nn.Module, input_size: Sequence[int], *, dtype: Optional[torch.dtype] = None,
-            channels_last: bool = False) -> Profile:
-    """Profile ``model`` on an input of ``input_size`` ((C, H, W) means batch 1), without computing.
+            channels_last: bool = False, spatial_dims: int = 2) -> Profile:
+    """Profile ``model`` on an input of ``input_size`` without computing: (C, H, W) means batch 1,
+    (N, C, H, W) is batched; with ``spatial_dims=1`` (a sequence model), (C, L) or (N, C, L).
 
-    Each ``nn.Conv2d`` (``cnn.Conv2d`` or not) reports the algorithm its ``algorithm`` attribute
-    (``"auto"`` when it has none) resolves to for that shape, with ``kernels``' MAC and multiply
-    counts; each ``nn.Linear`` its MACs. ``dtype`` defaults to the model's parameter dtype.
+    Each ``nn.Conv2d``, ``nn.Conv1d``, ``nn.ConvTranspose2d`` and ``nn.ConvTranspose1d`` (ours or
+    not) reports the algorithm its ``algorithm`` attribute (``"auto"`` when it has none) resolves
+    to for that shape, with ``kernels``' MAC and multiply counts (transposed ones as
+    ``_conv_row`` says); each ``nn.Linear`` its MACs. ``dtype`` defaults to the model's
+    parameter dtype.
     """
+    if spatial_dims not in (1, 2):
+        raise ValueError(f"profile: spatial_dims must be 1 or 2, got {spatial_dims!r}")
     size = tuple(int(d) for d in input_size)
-    if len(size) == 3:
+    if len(size) == spatial_dims + 1:
         size = (1,) + size
-    if len(size) != 4:
-        raise ValueError(f"profile: input_size must be (C, H, W) or (N, C, H, W), got {tuple(input_size)}")
+    if len(size) != spatial_dims + 2:
+        expected = "(C, L) or (N, C, L)" if spatial_dims == 1 else "(C, H, W) or (N, C, H, W)"
+        raise ValueError(f"profile: input_size must be {expected}, got {tuple(input_size)}")
     if dtype is None:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     rows: List[LayerProfile] = []
 
     def shape_only_conv(name, module):
-        def forward(x):
-            row, params = _conv_row(name, module, x)
+        def forward(x, output_size=None):
+            row, shape, channels_last = _conv_row(name, module, x, output_size)
             rows.append(row)
-            fmt = torch.channels_last if params.channels_last else torch.contiguous_format
-            return torch.empty(params.output_shape, dtype=x.dtype, device="meta", memory_format=fmt)
+            fmt = torch.channels_last if channels_last and len(shape) == 4 else torch.contiguous_format
+            return torch.empty(shape, dtype=x.dtype, device="meta", memory_format=fmt)
         return forward
 
     def record_linear(name):
@@ -126,7 +171,7 @@ def profile(model: nn.Module, input_size: Sequence[int], *, dtype: Optional[torc
     try:
         model.eval()
         for name, module in model.named_modules():
-            if isinstance(module, nn.Conv2d):
+            if isinstance(module, CONVOLUTIONS):
                 module.forward = shape_only_conv(name, module)
                 patched.append(module)
             elif isinstance(module, nn.Linear):

@@ -248,16 +248,21 @@ class ConvGradInput(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, ggx):
-        gy, w = ctx.saved_tensors
-        g_gy = conv(ggx, w, ctx.geometry) if ctx.needs_input_grad[0] else None
-        g_w = wgrad(gy, ggx, w.shape, ctx.channels_last, ctx.geometry) if ctx.needs_input_grad[2] else None
-        return (g_gy, None, g_w) + (None,) * 7
+        return grad_input_backward(ctx, ggx)
 
     @staticmethod
     def jvp(ctx, t_gy, _t_input, t_w, *_):
         gy, w = ctx.saved_tensors
         args = (ctx.input_shape, ctx.channels_last, ctx.geometry)
         return _add(None if t_gy is None else dgrad(t_gy, w, *args), None if t_w is None else dgrad(gy, t_w, *args))
+
+
+def grad_input_backward(ctx, ggx):
+    """ConvGradInput's backward (a function, so that a subclass's backward can call it under Dynamo)."""
+    gy, w = ctx.saved_tensors
+    g_gy = conv(ggx, w, ctx.geometry) if ctx.needs_input_grad[0] else None
+    g_w = wgrad(gy, ggx, w.shape, ctx.channels_last, ctx.geometry) if ctx.needs_input_grad[2] else None
+    return (g_gy, None, g_w) + (None,) * 7
 
 
 class ConvGradWeight(torch.autograd.Function):

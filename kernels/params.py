@@ -19,30 +19,31 @@ SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 IntOrPair = Union[int, Sequence[int]]
 
 
-def _index(value, name: str, what: str) -> int:
+def _index(value, name: str, what: str, op: str = "conv2d") -> int:
     """``value`` as an int, accepting what F.conv2d accepts (``operator.index``: int, NumPy
-    integers, integer 0-d tensors) and rejecting the rest (bool, float, str) with a TypeError."""
+    integers, integer 0-d tensors) and rejecting the rest (bool, float, str) with a TypeError.
+    ``op`` names the function in the message."""
     if not isinstance(value, bool):
         try:
             return operator.index(value)
         except TypeError:
             pass
-    raise TypeError(f"conv2d: {name} must be {what}, got {value!r}")
+    raise TypeError(f"{op}: {name} must be {what}, got {value!r}")
 
 
-def _pair(value: IntOrPair, name: str) -> Tuple[int, int]:
+def _pair(value: IntOrPair, name: str, op: str = "conv2d") -> Tuple[int, int]:
     what = "an int or a pair of ints"
     if isinstance(value, (tuple, list, torch.Size)):
-        values = tuple(_index(v, name, what) for v in value)
+        values = tuple(_index(v, name, what, op) for v in value)
         if len(values) == 1:
             return (values[0], values[0])
         if len(values) == 2:
             return values  # type: ignore[return-value]
         raise RuntimeError(
-            f"conv2d: expected {name} to be a single integer value or a list of 2 values "
+            f"{op}: expected {name} to be a single integer value or a list of 2 values "
             f"to match the convolution dimensions, but got {name}={list(values)}"
         )
-    v = _index(value, name, what)
+    v = _index(value, name, what, op)
     return (v, v)
 
 
@@ -52,6 +53,34 @@ def output_channels_last(input: torch.Tensor, weight: torch.Tensor) -> bool:
         suggest_memory_format(input) == torch.channels_last
         or suggest_memory_format(weight) == torch.channels_last
     )
+
+
+def check_tensors(input, weight, bias=None, op: str = "conv2d") -> None:
+    """Types, dtypes and devices of a convolution's operands, as PyTorch checks them (``op`` names
+    the function in the message)."""
+    for name, t in (("input", input), ("weight", weight)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        raise TypeError(f"{op}: bias must be a Tensor or None, got {type(bias).__name__}")
+    if input.dtype != weight.dtype:
+        raise RuntimeError(
+            f"{op}: input type ({input.dtype}) and weight type ({weight.dtype}) should be the same"
+        )
+    if bias is not None and bias.dtype != input.dtype:
+        raise RuntimeError(
+            f"{op}: input type ({input.dtype}) and bias type ({bias.dtype}) should be the same"
+        )
+    if input.dtype not in SUPPORTED_DTYPES:
+        raise RuntimeError(
+            f"{op}: input dtype {input.dtype} is not supported; "
+            f"expected one of {[str(d) for d in SUPPORTED_DTYPES]}"
+        )
+    devices = {t.device for t in (input, weight, bias) if t is not None}
+    if len(devices) > 1:
+        raise RuntimeError(
+            f"{op}: input, weight and bias must be on the same device, got {sorted(map(str, devices))}"
+        )
 
 
 @dataclass(frozen=True)
@@ -233,29 +262,7 @@ class ConvParams:
         groups: int = 1,
     ) -> "ConvParams":
         """Validate tensors (types, dtypes, devices) and their shapes against the arguments."""
-        for name, t in (("input", input), ("weight", weight)):
-            if not isinstance(t, torch.Tensor):
-                raise TypeError(f"conv2d: {name} must be a Tensor, got {type(t).__name__}")
-        if bias is not None and not isinstance(bias, torch.Tensor):
-            raise TypeError(f"conv2d: bias must be a Tensor or None, got {type(bias).__name__}")
-        if input.dtype != weight.dtype:
-            raise RuntimeError(
-                f"conv2d: input type ({input.dtype}) and weight type ({weight.dtype}) should be the same"
-            )
-        if bias is not None and bias.dtype != input.dtype:
-            raise RuntimeError(
-                f"conv2d: input type ({input.dtype}) and bias type ({bias.dtype}) should be the same"
-            )
-        if input.dtype not in SUPPORTED_DTYPES:
-            raise RuntimeError(
-                f"conv2d: input dtype {input.dtype} is not supported; "
-                f"expected one of {[str(d) for d in SUPPORTED_DTYPES]}"
-            )
-        devices = {t.device for t in (input, weight, bias) if t is not None}
-        if len(devices) > 1:
-            raise RuntimeError(
-                f"conv2d: input, weight and bias must be on the same device, got {sorted(map(str, devices))}"
-            )
+        check_tensors(input, weight, bias)
         params = ConvParams.from_shapes(
             input.shape, weight.shape, stride, padding, dilation, groups,
             dtype=input.dtype,
