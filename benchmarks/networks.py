@@ -265,12 +265,12 @@ def scaled_down(case: ConvCase, channel_div: int, spatial_div: int) -> ConvCase:
     if channel_div == 1 and spatial_div == 1:
         return case
     if case.groups == 1:
-        # Layers with more channels than the stem algorithm takes keep more than it takes.
+        # Layers with more channels than the stem algorithm takes keep more than it takes (a
+        # transposed convolution's input is its convolution's output: both sides count).
         from kernels.ops.stem import MAX_CHANNELS
 
-        floor = MAX_CHANNELS + 1 if case.c > MAX_CHANNELS else 3
-        c = min(case.c, max(math.ceil(case.c / channel_div), floor))
-        k = max(math.ceil(case.k / channel_div), 4)
+        c = min(case.c, max(math.ceil(case.c / channel_div), MAX_CHANNELS + 1 if case.c > MAX_CHANNELS else 3))
+        k = max(math.ceil(case.k / channel_div), MAX_CHANNELS + 1 if case.k > MAX_CHANNELS else 4)
         groups = 1
     else:
         groups = max(math.ceil(case.groups / channel_div), 2 if case.groups > 1 else 1)

@@ -347,12 +347,16 @@ _NOT_DIFFERENTIABLE = ("kernels.conv2d_bn is inference-only and has no {mode} de
 
 
 def conv_fused_inference(*args):
-    """act(conv(input, weight) * scale + shift + residual): ``conv2d_fused_op``'s arguments."""
-    return _apply(ConvFusedInference, ConvFusedInferenceTraced, *args)
+    """act(conv(input, weight) * scale + shift + residual): ``conv2d_fused_op``'s arguments. While
+    torch.compile traces, the op itself (graphs do not trace forward mode, and ``conv2d_bn``
+    refuses inputs that require grad)."""
+    if torch.compiler.is_compiling():
+        return conv2d_fused_op(*args)
+    return ConvFusedInference.apply(*args)
 
 
-ConvForwardTraced, ConvGradInputTraced, ConvGradWeightTraced, ConvGradBiasTraced, ConvFusedInferenceTraced = (
-    _without_jvp(cls) for cls in (ConvForward, ConvGradInput, ConvGradWeight, ConvGradBias, ConvFusedInference))
+ConvForwardTraced, ConvGradInputTraced, ConvGradWeightTraced, ConvGradBiasTraced = (
+    _without_jvp(cls) for cls in (ConvForward, ConvGradInput, ConvGradWeight, ConvGradBias))
 
 
 class Conv2dFunction(ConvForward):

@@ -85,6 +85,12 @@ CALLS: List[Call] = [
     Call(Layer("mobilenet_v2.features.2.conv.2", 96, 56, 24, 1), "pointwise", ("fp16",), ("fwd",)),
     Call(Layer("resnet50.layer2.0.conv2", 128, 56, 128, 3, stride=2, padding=1), "auto", ("fp16",), FWD_DGRAD),
     Call(Layer("mobilenet_v2.features.3.conv.1.0", 144, 56, 144, 3, padding=1, groups=144), "auto", ("fp16",)),
+    # Winograd's fused kernel: its planner keeps the few-channel layers there (the wide ones, which
+    # the per-algorithm calls below reach, take the three-stage path).
+    Call(Layer("vgg16.features.2", 64, 224, 64, 3, padding=1), "winograd_f2", ("fp16",), ("fwd",)),
+    Call(Layer("vgg16.features.2", 64, 224, 64, 3, padding=1), "winograd_f4", ("fp16",), ("fwd",)),
+    Call(Layer("vgg16.features.12", 256, 56, 256, 3, padding=1), "winograd_f2", passes=("fwd",)),
+    Call(Layer("vgg16.features.12", 256, 56, 256, 3, padding=1), "winograd_f4", passes=("fwd",)),
 ]
 
 _TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}

@@ -27,7 +27,9 @@ from ..prepack import channels_last_weight
 from ..tuning import TunedKernel, config, grouped_tile
 from . import gemm_plan
 from .common import acc_dtype, dot_precision, needs_int64, new_buffer, reduction_splits
-from .gemm_common import advance_pixels, aligned, finish, nhwc, reduce_if_split, split_range, vector_width_for
+from .gemm_common import (
+    advance_pixels, aligned, finish, nhwc, pixel_walk, reduce_if_split, split_range, vector_width_for,
+)
 from .phases import stride_phase
 from .splitk import new_partials, splitk_store_partial
 
@@ -188,15 +190,7 @@ def _wgrad_kernel(
     NPQ = N * P * Q
     first, last = split_range(tl.cdiv(NPQ, BLOCK_K), split, SPLIT_K)
     # Pixel coordinates of the first reduction block (divisions once), then a constant stride.
-    j = first * BLOCK_K + tl.arange(0, BLOCK_K)
-    if USE_INT64:
-        j = j.to(tl.int64)
-    n = j // (P * Q)
-    p = (j // Q) % P
-    q = j % Q
-    step_n = BLOCK_K // (P * Q)
-    step_p = (BLOCK_K % (P * Q)) // Q
-    step_q = BLOCK_K % Q
+    n, p, q, step_n, step_p, step_q = pixel_walk(first * BLOCK_K, BLOCK_K, P, Q, USE_INT64)
     h_tap = r * dil_h - pad_h
     w_tap = s * dil_w - pad_w
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
@@ -239,15 +233,7 @@ def _bias_grad_kernel(
         k = k.to(tl.int64)
     start = split * CHUNK
     end = tl.minimum(start + CHUNK, N * P * Q)
-    j = start + tl.arange(0, BLOCK_M)
-    if USE_INT64:
-        j = j.to(tl.int64)
-    n = j // (P * Q)
-    p = (j // Q) % P
-    q = j % Q
-    step_n = BLOCK_M // (P * Q)
-    step_p = (BLOCK_M % (P * Q)) // Q
-    step_q = BLOCK_M % Q
+    n, p, q, step_n, step_p, step_q = pixel_walk(start, BLOCK_M, P, Q, USE_INT64)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     for j0 in range(start, end, BLOCK_M):
         rows = n * sd_n + p * sd_p + q * sd_q

@@ -26,7 +26,7 @@ from ..params import ConvParams
 from ..registry import Algorithm, direct_macs, register
 from ..tuning import TunedKernel, config
 from .common import acc_dtype, needs_int64, new_buffer, new_output, reduction_splits
-from .gemm_common import advance_pixels
+from .gemm_common import advance_pixels, pixel_walk
 from .phases import stride_phase
 
 
@@ -185,15 +185,7 @@ def _depthwise_wgrad_kernel(
     start = split * CHUNK
     end = tl.minimum(start + CHUNK, N * P * Q)
     # Pixel coordinates of the first block (divisions once), then a mixed-radix add per block.
-    j = start + tl.arange(0, BLOCK_M)
-    if USE_INT64:
-        j = j.to(tl.int64)
-    n = j // (P * Q)
-    p = (j // Q) % P
-    q = j % Q
-    step_n = BLOCK_M // (P * Q)
-    step_p = (BLOCK_M % (P * Q)) // Q
-    step_q = BLOCK_M % Q
+    n, p, q, step_n, step_p, step_q = pixel_walk(start, BLOCK_M, P, Q, USE_INT64)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     for j0 in range(start, end, BLOCK_M):
         j_ok = (j0 + tl.arange(0, BLOCK_M)) < end

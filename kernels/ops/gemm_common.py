@@ -17,6 +17,17 @@ def aligned(value, VEC: tl.constexpr):
 
 
 @triton.jit
+def pixel_walk(first, BLOCK: tl.constexpr, P, Q, USE_INT64: tl.constexpr):
+    """Pixel coordinates (n, p, q) of first + arange(BLOCK) in (n, p, q) order, and the digits
+    (step_n, step_p, step_q) of a BLOCK-pixel step, for ``advance_pixels``: the divisions of a
+    pixel walk, done once before its loop."""
+    j = first + tl.arange(0, BLOCK)
+    if USE_INT64:
+        j = j.to(tl.int64)
+    return j // (P * Q), (j // Q) % P, j % Q, BLOCK // (P * Q), (BLOCK % (P * Q)) // Q, BLOCK % Q
+
+
+@triton.jit
 def advance_pixels(n, p, q, step_n, step_p, step_q, P, Q):
     """(n, p, q) of the pixel ``step`` = (step_n*P + step_p)*Q + step_q positions further in
     (n, p, q) order, for 0 <= step_p < P and 0 <= step_q < Q: a mixed-radix add with one carry
@@ -54,8 +65,13 @@ def vector_width_for(dtype: torch.dtype, *values: int, tensors=()) -> int:
 
 
 def finish(result: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """The kernels write channels_last; PyTorch's rule may ask for NCHW (one copy out)."""
-    return result if channels_last else result.contiguous()
+    """The kernels write channels_last; PyTorch's rule may ask for NCHW (one copy out). An empty
+    tensor counts as contiguous in every format, so it is made anew in NCHW strides."""
+    if channels_last:
+        return result
+    if result.numel() == 0:
+        return torch.empty(result.shape, dtype=result.dtype, device=result.device)
+    return result.contiguous()
 
 
 def reduce_if_split(chosen, part, out, pixels, out_strides, **epilogue) -> None:

@@ -30,7 +30,7 @@ from ..registry import Algorithm, direct_macs, register
 from ..tuning import TunedKernel, grouped_tile
 from . import gemm_plan
 from .common import acc_dtype, dot_precision, needs_int64, new_buffer
-from .gemm_common import advance_pixels, finish, nhwc, reduce_if_split, split_range
+from .gemm_common import advance_pixels, finish, nhwc, pixel_walk, reduce_if_split, split_range
 from .splitk import new_partials, splitk_store_partial
 
 MAX_CHANNELS = 8
@@ -136,15 +136,7 @@ def _stem_wgrad_kernel(
 
     NPQ = N * P * Q
     first, last = split_range(tl.cdiv(NPQ, BLOCK_K), split, SPLIT_K)
-    pix = first * BLOCK_K + tl.arange(0, BLOCK_K)
-    if USE_INT64:
-        pix = pix.to(tl.int64)
-    n = pix // (P * Q)
-    p = (pix // Q) % P
-    q = pix % Q
-    step_n = BLOCK_K // (P * Q)
-    step_p = (BLOCK_K % (P * Q)) // Q
-    step_q = BLOCK_K % Q
+    n, p, q, step_n, step_p, step_q = pixel_walk(first * BLOCK_K, BLOCK_K, P, Q, USE_INT64)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     for _ in range(first, last):
         pix_ok = n < N
