@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence
 
 import triton
 import triton.language as tl
@@ -65,7 +65,6 @@ class TunedKernel:
 
     ``tile_operands``: pairs of meta-parameter names whose product is one pipelined operand
     tile (e.g. ``("BLOCK_M", "BLOCK_K")``), for the shared-memory estimate.
-    ``examples``: no longer read (the sm_90 compile check now compiles real calls).
     """
 
     fn: Callable
@@ -73,7 +72,6 @@ class TunedKernel:
     key: Sequence[str]
     interpreter_config: triton.Config
     tile_operands: Sequence[Sequence[str]] = ()
-    examples: Sequence[Dict] = field(default_factory=list)
     _autotuned: Optional[Callable] = None
     _plan: Optional[List[triton.Config]] = None
 

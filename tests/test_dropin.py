@@ -12,7 +12,7 @@ from torch.autograd import forward_ad as fwAD
 import kernels
 from cases import algorithm_cases
 from kernels.tuning import LAUNCHES
-from reference import Case, as_reference, assert_close, random_inputs
+from reference import Case, assert_close, random_inputs
 
 ALGORITHMS = list(kernels.REGISTRY)
 

@@ -201,8 +201,6 @@ def _depthwise_wgrad_kernel(
     tl.store(part_ptr + ((split * K + k) * R + r) * S + s, tl.sum(acc, axis=0), mask=mask_n)
 
 
-_EXAMPLE = dict(R=3, S=3, ACC_DTYPE=tl.float32, USE_INT64=False)
-_FORWARD_EXAMPLE = dict(_EXAMPLE, HAS_BIAS=False, HAS_SCALE=False, HAS_RESIDUAL=False, ACTIVATION=0)
 # Spatial patch x channel tiles; channels innermost, so a channels_last row loads as vectors.
 _PATCH_CONFIGS = [  # none spills in the fp16 channels_last sm_90 compile (4x4x128 did: 8 B)
     config(BLOCK_P=4, BLOCK_Q=8, BLOCK_N=64, num_warps=4, num_stages=2),
@@ -217,12 +215,6 @@ DEPTHWISE_FORWARD = TunedKernel(
     configs=_PATCH_CONFIGS,
     key=["H", "W", "P", "Q", "K", "MULT", "R", "S", "stride_h", "stride_w", "ACC_DTYPE", "USE_INT64"],
     interpreter_config=_PATCH_INTERPRETER_CONFIG,
-    examples=[
-        dict(constexprs=dict(_FORWARD_EXAMPLE, HAS_BIAS=True), dtype="fp16", ones=("sx_c", "so_k", "MULT")),
-        dict(constexprs=dict(_FORWARD_EXAMPLE, R=5, S=5, HAS_SCALE=True, HAS_RESIDUAL=True, ACTIVATION=2,
-                             USE_INT64=True), dtype="bf16"),
-        dict(constexprs=dict(_FORWARD_EXAMPLE, R=7, S=7), dtype="fp32"),
-    ],
 )
 
 DEPTHWISE_DGRAD = TunedKernel(
@@ -230,10 +222,6 @@ DEPTHWISE_DGRAD = TunedKernel(
     configs=_PATCH_CONFIGS,
     key=["H", "W", "P", "Q", "C", "MULT", "R", "S", "stride_h", "stride_w", "ACC_DTYPE", "USE_INT64"],
     interpreter_config=_PATCH_INTERPRETER_CONFIG,
-    examples=[
-        dict(constexprs=_EXAMPLE, dtype="fp16", ones=("sd_k", "sx_c", "MULT")),
-        dict(constexprs=dict(_EXAMPLE, R=5, S=5, USE_INT64=True), dtype="bf16"),
-    ],
 )
 
 DEPTHWISE_WGRAD = TunedKernel(
@@ -248,10 +236,6 @@ DEPTHWISE_WGRAD = TunedKernel(
     key=["N", "H", "W", "P", "Q", "K", "MULT", "CHUNK", "R", "S", "stride_h", "stride_w",
          "ACC_DTYPE", "USE_INT64"],
     interpreter_config=config(BLOCK_M=16, BLOCK_N=8, num_stages=1),
-    examples=[
-        dict(constexprs=_EXAMPLE, dtype="fp16", pointer_dtypes=dict(part_ptr="fp32"), ones=("sx_c", "sd_k", "MULT")),
-        dict(constexprs=dict(_EXAMPLE, USE_INT64=True), dtype="bf16", pointer_dtypes=dict(part_ptr="fp32")),
-    ],
 )
 
 

@@ -91,9 +91,6 @@ def _direct_forward_kernel(
     )
 
 
-_EXAMPLE = dict(R=7, S=7, HAS_BIAS=False, HAS_SCALE=False, HAS_RESIDUAL=False, ACTIVATION=0,
-                ACC_DTYPE=tl.float32, USE_INT64=False)
-
 DIRECT_FORWARD = TunedKernel(
     _direct_forward_kernel,
     # Outer-product tiles of at most 32 fp32 accumulators per thread: larger ones spill on sm_90.
@@ -107,13 +104,6 @@ DIRECT_FORWARD = TunedKernel(
     key=["N", "H", "W", "P", "Q", "C_PER_GROUP", "K_PER_GROUP", "R", "S", "stride_h", "stride_w",
          "ACC_DTYPE", "USE_INT64"],
     interpreter_config=config(BLOCK_M=64, BLOCK_N=16, GROUP_M=2, num_stages=1),
-    examples=[
-        # The ResNet stem in channels_last (c contiguous in input, weight and output).
-        dict(constexprs=dict(_EXAMPLE, HAS_BIAS=True), dtype="fp16", ones=("sx_c", "sw_c", "so_k")),
-        dict(constexprs=dict(_EXAMPLE, R=3, S=3, HAS_SCALE=True, HAS_RESIDUAL=True, ACTIVATION=1,
-                             USE_INT64=True), dtype="bf16"),
-        dict(constexprs=dict(_EXAMPLE, R=3, S=3), dtype="fp32"),
-    ],
 )
 
 

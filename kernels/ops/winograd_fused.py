@@ -131,23 +131,6 @@ def _winograd_fused_kernel(
 _KEY = ["N", "H", "W", "C", "K", "ACC_DTYPE", "DOT_PRECISION", "USE_INT64"]
 
 
-def _examples(tile: WinogradTile):
-    sizes = dict(M_OUT=tile.m, POSITIONS_PAD=tile.padded_positions, SLOTS_A=tile.slot_groups[0],
-                 SLOTS_B=tile.slot_groups[1], OUTPUTS_PAD=tile.padded_outputs)
-    plain = dict(HAS_BIAS=True, HAS_SCALE=False, HAS_RESIDUAL=False, ACTIVATION=0, USE_INT64=False)
-    return [
-        # channels_last activations: c (and the transformed filter's c) contiguous.
-        dict(constexprs=dict(sizes, **plain, ACC_DTYPE=tl.float32, DOT_PRECISION="ieee"),
-             dtype="fp16",
-             ones=("sx_c", "so_k"), aligned=True),
-        dict(constexprs=dict(sizes, HAS_BIAS=True, HAS_SCALE=True, HAS_RESIDUAL=True, ACTIVATION=1, USE_INT64=True,
-                             ACC_DTYPE=tl.float32, DOT_PRECISION="ieee"),
-             dtype="bf16"),
-        dict(constexprs=dict(sizes, **plain, ACC_DTYPE=tl.float32, DOT_PRECISION="ieee"),
-             dtype="fp32"),
-    ]
-
-
 # H100 configs, from the sm_90 compile report: none spills in the fp16 channels_last variant.
 # Every position holds its own [BLOCK_T, BLOCK_C] and [BLOCK_C, BLOCK_N] operand tiles and
 # [BLOCK_T, BLOCK_N] accumulator, so the tiles are small: F(2x2) (16 positions) with 16x16x16
@@ -164,7 +147,6 @@ WINOGRAD_F2_FUSED = TunedKernel(
     key=_KEY,
     interpreter_config=config(BLOCK_T=16, BLOCK_N=16, BLOCK_C=16, GROUP_M=2, num_stages=1),
     tile_operands=[("BLOCK_T", "BLOCK_C"), ("BLOCK_C", "BLOCK_N")],
-    examples=_examples(F2),
 )
 WINOGRAD_F4_FUSED = TunedKernel(
     _winograd_fused_kernel,
@@ -174,7 +156,6 @@ WINOGRAD_F4_FUSED = TunedKernel(
     key=_KEY,
     interpreter_config=config(BLOCK_T=16, BLOCK_N=16, BLOCK_C=16, GROUP_M=2, num_stages=1),
     tile_operands=[("BLOCK_T", "BLOCK_C"), ("BLOCK_C", "BLOCK_N")],
-    examples=_examples(F4),
 )
 _KERNELS = {F2.name: WINOGRAD_F2_FUSED, F4.name: WINOGRAD_F4_FUSED}
 assert all(CHANNEL_QUANTUM % c.kwargs["BLOCK_C"] == 0 for kernel in _KERNELS.values()

@@ -174,44 +174,12 @@ GEMM_CONFIGS = [
 ]
 assert all(CHANNEL_QUANTUM % c.kwargs["BLOCK_K"] == 0 for c in GEMM_CONFIGS)
 
-_PLAIN = dict(HAS_BIAS=True, HAS_SCALE=False, HAS_RESIDUAL=False, ACTIVATION=0, USE_INT64=False)
-_FULL = dict(HAS_BIAS=True, HAS_SCALE=True, HAS_RESIDUAL=True, ACTIVATION=1, USE_INT64=True)
-
-
-def _input_examples(tile: WinogradTile):
-    sizes = dict(M_OUT=tile.m, POSITIONS_PAD=tile.padded_positions, ACC_DTYPE=tl.float32)
-    return [dict(constexprs=dict(sizes, USE_INT64=False), dtype="fp16", ones=("sx_c",), aligned=True),
-            dict(constexprs=dict(sizes, USE_INT64=True), dtype="bf16"),
-            dict(constexprs=dict(sizes, USE_INT64=False), dtype="fp32")]
-
-
-def _output_examples(tile: WinogradTile):
-    sizes = dict(M_OUT=tile.m, POSITIONS_PAD=tile.padded_positions, OUTPUTS_PAD=tile.padded_outputs,
-                 ACC_DTYPE=tl.float32)
-    m_fp32 = {"m_ptr": "fp32"}
-    return [dict(constexprs=dict(sizes, **_PLAIN, TRANSFORM_PRECISION="tf32x3"), dtype="fp16",
-                 pointer_dtypes=m_fp32, ones=("so_k",), aligned=True),
-            dict(constexprs=dict(sizes, **_FULL, TRANSFORM_PRECISION="tf32x3"), dtype="bf16",
-                 pointer_dtypes=m_fp32),
-            dict(constexprs=dict(sizes, **_PLAIN, TRANSFORM_PRECISION="ieee"), dtype="fp32")]
-
-
-# V's and U's row strides are C_pad, a multiple of 64 in every call: every example is aligned.
-_GEMM_EXAMPLES = [
-    dict(constexprs=dict(ACC_DTYPE=tl.float32, DOT_PRECISION="ieee", USE_INT64=False), dtype="fp16",
-         pointer_dtypes={"m_ptr": "fp32"}, aligned=True),
-    dict(constexprs=dict(ACC_DTYPE=tl.float32, DOT_PRECISION="ieee", USE_INT64=True), dtype="bf16",
-         pointer_dtypes={"m_ptr": "fp32"}, aligned=True),
-    dict(constexprs=dict(ACC_DTYPE=tl.float32, DOT_PRECISION="tf32", USE_INT64=False), dtype="fp32", aligned=True),
-]
-
 WINOGRAD_GEMM = TunedKernel(
     _winograd_gemm_kernel,
     configs=GEMM_CONFIGS,
     key=["TILES", "C_PAD", "K", "ACC_DTYPE", "DOT_PRECISION", "USE_INT64"],
     interpreter_config=config(BLOCK_M=32, BLOCK_N=16, BLOCK_K=64, GROUP_M=2, num_stages=1),
     tile_operands=[("BLOCK_M", "BLOCK_K"), ("BLOCK_K", "BLOCK_N")],
-    examples=_GEMM_EXAMPLES,
 )
 
 
@@ -224,12 +192,12 @@ class _Transforms:
             _winograd_input_transform_kernel, configs=input_configs,
             key=["N", "H", "W", "C", "ACC_DTYPE", "USE_INT64"],
             interpreter_config=config(BLOCK_T=16, BLOCK_C=64, num_stages=1),
-            examples=_input_examples(tile))
+)
         self.output = TunedKernel(
             _winograd_output_transform_kernel, configs=output_configs,
             key=["N", "P", "Q", "K", "ACC_DTYPE", "TRANSFORM_PRECISION", "USE_INT64"],
             interpreter_config=config(BLOCK_T=16, BLOCK_N=16, num_stages=1),
-            examples=_output_examples(tile))
+)
         assert all(CHANNEL_QUANTUM % c.kwargs["BLOCK_C"] == 0 for c in [*input_configs, self.input.interpreter_config])
 
 
