@@ -28,7 +28,7 @@ from ..tuning import TunedKernel, config, grouped_tile
 from . import gemm_plan
 from .common import acc_dtype, dot_precision, needs_int64, new_buffer, reduction_splits
 from .gemm_common import (
-    advance_pixels, aligned, finish, nhwc, pixel_walk, reduce_if_split, split_range, vector_width_for,
+    advance_pixels, aligned, finish, nhwc, pixel_walk, reduce_if_split, row_strides, split_range, vector_width_for,
 )
 from .phases import stride_phase
 from .splitk import new_partials, splitk_store_partial
@@ -289,8 +289,8 @@ def grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, channels_l
         programs=params.groups * sh * sw, element_bytes=dy.element_size(), flattened=params.r * params.s > 1))
     splits = gemm_plan.largest_split(candidates)
     part = new_partials(splits, params.n * params.h * params.w, params.c, dy.dtype, dy.device) if splits > 1 else dx
-    vec = vector_width_for(dy.dtype, params.k_per_group, dy.stride(0), *dy.stride()[2:], w.stride(0),
-                           *w.stride()[2:], tensors=(dy, w))
+    dy_strides, w_strides = row_strides(dy), row_strides(w)
+    vec = vector_width_for(dy.dtype, params.k_per_group, *dy_strides, *w_strides, tensors=(dy, w))
     grid = lambda meta: (
         triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(params.c_per_group, meta["BLOCK_N"]),
         params.groups,
@@ -301,7 +301,7 @@ def grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, channels_l
         dy, w, dx, part,
         params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group,
         h_per_phase, w_per_phase,
-        dy.stride(0), dy.stride(2), dy.stride(3), w.stride(0), w.stride(2), w.stride(3), *dx.stride(),
+        *dy_strides, *w_strides, *dx.stride(),
         *params.geometry, tap_step_h, tap_step_w, row_step_h, row_step_w,
         R=params.r, S=params.s, VEC=vec,
         ACC_DTYPE=acc_dtype(dy.dtype), DOT_PRECISION=dot_precision(dy.dtype),
@@ -326,8 +326,9 @@ def grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams, channels_
     splits = gemm_plan.largest_split(candidates)
     cols = params.r * params.s * params.c_per_group
     part = new_partials(splits, params.k, cols, dy.dtype, dy.device) if splits > 1 else dw
-    vec = vector_width_for(dy.dtype, params.k_per_group, params.c_per_group, x.stride(0), *x.stride()[2:],
-                           dy.stride(0), *dy.stride()[2:], tensors=(x, dy))
+    x_strides, dy_strides = row_strides(x), row_strides(dy)
+    vec = vector_width_for(dy.dtype, params.k_per_group, params.c_per_group, *x_strides, *dy_strides,
+                           tensors=(x, dy))
     grid = lambda meta: (
         triton.cdiv(params.k_per_group, meta["BLOCK_M"]) * triton.cdiv(params.c_per_group, meta["BLOCK_N"]),
         params.r * params.s * meta["SPLIT_K"],
@@ -337,7 +338,7 @@ def grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams, channels_
         grid, candidates,
         x, dy, dw, part,
         params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group,
-        x.stride(0), x.stride(2), x.stride(3), dy.stride(0), dy.stride(2), dy.stride(3),
+        *x_strides, *dy_strides,
         *params.geometry,
         R=params.r, S=params.s, VEC=vec,
         ACC_DTYPE=acc_dtype(dy.dtype), DOT_PRECISION=dot_precision(dy.dtype),

@@ -60,6 +60,13 @@ def nhwc(t: torch.Tensor) -> torch.Tensor:
     return t if t.size(1) == 1 or t.stride(1) == 1 else t.contiguous(memory_format=torch.channels_last)
 
 
+def row_strides(t: torch.Tensor):
+    """The strides of dims 0, 2, 3 (batch or K, rows, columns) the kernels form addresses from,
+    0 for a dimension of size 1 (never stepped along): a 1x1 weight's arbitrary tap strides, or a
+    batch of one's, must not lower the vector width."""
+    return tuple(t.stride(d) if t.size(d) > 1 else 0 for d in (0, 2, 3))
+
+
 def vector_width_for(dtype: torch.dtype, *values: int, tensors=()) -> int:
     return gemm_plan.vector_width(torch.empty((), dtype=dtype).element_size(), *values, tensors=tensors)
 

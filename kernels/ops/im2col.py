@@ -26,7 +26,7 @@ from ..registry import Algorithm, direct_macs, register
 from ..tuning import TunedKernel, grouped_tile
 from . import gemm_plan
 from .common import acc_dtype, dot_precision, needs_int64, new_buffer
-from .gemm_common import aligned, finish, nhwc, reduce_if_split, split_range, vector_width_for
+from .gemm_common import aligned, finish, nhwc, reduce_if_split, row_strides, split_range, vector_width_for
 from .splitk import new_partials, splitk_store_partial
 
 
@@ -173,8 +173,8 @@ def im2col_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, re
     m = params.n * params.p * params.q
     part = new_partials(splits, m, params.k, params.dtype, x.device) if splits > 1 else out
     epilogue = epilogue_arguments(out, bias, scale, shift, residual, activation)
-    vec = vector_width_for(params.dtype, params.c_per_group, *x.stride()[:1], *x.stride()[2:], *w.stride()[:1],
-                           *w.stride()[2:], tensors=(x, w))
+    x_strides, w_strides = row_strides(x), row_strides(w)
+    vec = vector_width_for(params.dtype, params.c_per_group, *x_strides, *w_strides, tensors=(x, w))
     grid = lambda meta: (
         triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(params.k_per_group, meta["BLOCK_N"]),
         params.groups,
@@ -184,7 +184,7 @@ def im2col_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, re
         grid, candidates,
         x, w, out, part, *epilogue.pointers,
         params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group,
-        x.stride(0), x.stride(2), x.stride(3), w.stride(0), w.stride(2), w.stride(3),
+        *x_strides, *w_strides,
         *out.stride(), *epilogue.residual_strides,
         *params.geometry,
         R=params.r, S=params.s, VEC=vec,
