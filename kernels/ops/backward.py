@@ -30,19 +30,8 @@ from .common import acc_dtype, dot_precision, needs_int64, new_buffer, reduction
 from .gemm_common import (
     advance_pixels, aligned, finish, nhwc, pixel_walk, reduce_if_split, row_strides, split_range, vector_width_for,
 )
-from .phases import stride_phase
+from .phases import first_tap, stride_phase, tap_steps
 from .splitk import new_partials, splitk_store_partial
-
-
-@triton.jit
-def first_tap(phase, TAPS: tl.constexpr, dil, stride):
-    """The smallest tap t < TAPS with (phase - t*dil) divisible by stride (TAPS if none): the
-    first tap of the kernel that reaches the input rows of this stride phase."""
-    first = TAPS
-    for t in tl.static_range(TAPS):
-        hit = (((phase - t * dil) % stride) == 0) & (first == TAPS)
-        first = tl.where(hit, t, first)
-    return first
 
 
 @triton.jit
@@ -265,12 +254,6 @@ BIAS_GRAD = TunedKernel(
 )
 
 
-def _tap_steps(stride: int, dilation: int):
-    """(tap step, dy row step) between the taps one stride phase uses."""
-    tap_step = stride // math.gcd(stride, dilation)
-    return tap_step, tap_step * dilation // stride
-
-
 def grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, channels_last: bool) -> torch.Tensor:
     """dx for ``params``, in channels_last or contiguous layout as asked."""
     dx = new_buffer((params.n, params.c, params.h, params.w), dy.dtype, dy.device, channels_last=True)
@@ -280,8 +263,8 @@ def grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, channels_l
     w = channels_last_weight(w)
     sh, sw = params.stride
     h_per_phase, w_per_phase = triton.cdiv(params.h, sh), triton.cdiv(params.w, sw)
-    (tap_step_h, row_step_h), (tap_step_w, row_step_w) = (_tap_steps(sh, params.dilation[0]),
-                                                          _tap_steps(sw, params.dilation[1]))
+    (tap_step_h, row_step_h), (tap_step_w, row_step_w) = (tap_steps(sh, params.dilation[0]),
+                                                          tap_steps(sw, params.dilation[1]))
     rows = params.n * h_per_phase * w_per_phase
     taps = triton.cdiv(params.r, tap_step_h) * triton.cdiv(params.s, tap_step_w)
     candidates = gemm_plan.plan(gemm_plan.GemmProblem(

@@ -27,7 +27,7 @@ from ..registry import Algorithm, direct_macs, register
 from ..tuning import TunedKernel, config
 from .common import acc_dtype, needs_int64, new_buffer, new_output, reduction_splits
 from .gemm_common import advance_pixels, pixel_walk
-from .phases import stride_phase
+from .phases import first_tap, stride_phase, tap_steps
 
 
 @triton.jit
@@ -101,6 +101,7 @@ def _depthwise_dgrad_kernel(
     sw_k, sw_r, sw_s,
     sx_n, sx_c, sx_h, sx_w,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    tap_step_h, tap_step_w, row_step_h, row_step_w,
     R: tl.constexpr, S: tl.constexpr, ACC_DTYPE: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -109,7 +110,8 @@ def _depthwise_dgrad_kernel(
 
     Grid: (N * patch tiles of the H_PER_PHASE x W_PER_PHASE phase grid, channel blocks,
     stride_h * stride_w phases). dx[n, c, h, w] = sum over the taps (r, s) that reach (h, w)
-    and over j < MULT of dy[n, c*MULT + j, p, q] * w[c*MULT + j, 0, r, s].
+    and over j < MULT of dy[n, c*MULT + j, p, q] * w[c*MULT + j, 0, r, s]. The phase's taps are
+    r = r0 + i*tap_step_h (``phases``), each moving the dy row by row_step_h: no division per tap.
     """
     pid_pix = tl.program_id(0)
     pid_c = tl.program_id(1)
@@ -130,23 +132,28 @@ def _depthwise_dgrad_kernel(
         n = n.to(tl.int64)
         c = c.to(tl.int64)
 
+    # The phase's first tap and its dy row for each pixel (exact divisions, once per program).
+    r0 = first_tap(phase_h, R, dil_h, stride_h)
+    s0 = first_tap(phase_w, S, dil_w, stride_w)
+    p0 = (h + pad_h - r0 * dil_h) // stride_h
+    q0 = (w + pad_w - s0 * dil_w) // stride_w
     dy_image = dy_ptr + n * sd_n
     acc = tl.zeros((BLOCK_P * BLOCK_Q, BLOCK_N), dtype=ACC_DTYPE)
-    for r in range(R):
-        if (phase_h - r * dil_h) % stride_h == 0:
-            p = (h + pad_h - r * dil_h) // stride_h
-            p_ok = mask_m & (p >= 0) & (p < P)
-            for s in range(S):
-                if (phase_w - s * dil_w) % stride_w == 0:
-                    q = (w + pad_w - s * dil_w) // stride_w
-                    row_ok = p_ok & (q >= 0) & (q < Q)
-                    dy_rows = (p * sd_p + q * sd_q)[:, None]
-                    for j in range(0, MULT):
-                        k = c * MULT + j
-                        g = tl.load(dy_image + dy_rows + (k * sd_k)[None, :],
-                                    mask=row_ok[:, None] & mask_n[None, :], other=0.0)
-                        tap = tl.load(w_ptr + k * sw_k + r * sw_r + s * sw_s, mask=mask_n, other=0.0)
-                        acc += g.to(ACC_DTYPE) * tap.to(ACC_DTYPE)[None, :]
+    for i in range(tl.maximum(tl.cdiv(R - r0, tap_step_h), 0)):
+        p = p0 - i * row_step_h
+        p_ok = mask_m & (p >= 0) & (p < P)
+        w_row = (r0 + i * tap_step_h) * sw_r
+        for j in range(tl.maximum(tl.cdiv(S - s0, tap_step_w), 0)):
+            q = q0 - j * row_step_w
+            row_ok = p_ok & (q >= 0) & (q < Q)
+            dy_rows = (p * sd_p + q * sd_q)[:, None]
+            w_tap = w_row + (s0 + j * tap_step_w) * sw_s
+            for m in range(0, MULT):
+                k = c * MULT + m
+                g = tl.load(dy_image + dy_rows + (k * sd_k)[None, :],
+                            mask=row_ok[:, None] & mask_n[None, :], other=0.0)
+                tap = tl.load(w_ptr + k * sw_k + w_tap, mask=mask_n, other=0.0)
+                acc += g.to(ACC_DTYPE) * tap.to(ACC_DTYPE)[None, :]
 
     dx_rows = n * sx_n + h * sx_h + w * sx_w
     tl.store(dx_ptr + dx_rows[:, None] + (c * sx_c)[None, :], acc.to(dx_ptr.dtype.element_ty),
@@ -280,11 +287,13 @@ def depthwise_grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, 
     sh, sw = params.stride
     h_per_phase = triton.cdiv(params.h, sh)
     w_per_phase = triton.cdiv(params.w, sw)
+    (tap_step_h, row_step_h), (tap_step_w, row_step_w) = (tap_steps(sh, params.dilation[0]),
+                                                          tap_steps(sw, params.dilation[1]))
     DEPTHWISE_DGRAD[_patch_grid(params.n, h_per_phase, w_per_phase, params.c, sh * sw)](
         dy, w, dx,
         params.h, params.w, params.p, params.q, params.c, params.k // params.c, h_per_phase, w_per_phase,
         *dy.stride(), *_weight_taps(w), *dx.stride(),
-        *params.geometry,
+        *params.geometry, tap_step_h, tap_step_w, row_step_h, row_step_w,
         R=params.r, S=params.s, ACC_DTYPE=acc_dtype(dy.dtype), USE_INT64=needs_int64(dy, w, dx),
     )
     return dx
