@@ -161,8 +161,8 @@ def test_minimum_input_sizes_are_torchvisions(tv):
     for name in ("alexnet", "googlenet", "inception_v3", "densenet121", "squeezenet1_0", "squeezenet1_1",
                  "efficientnet_b0", "shufflenet_v2_x0_5", "mnasnet0_5", "lenet5"):
         size = cnn.MIN_INPUT_SIZE.get(name, 1)
-        with torch.device("meta"):
-            model = on_pytorch_convs(getattr(cnn, name)()).eval()
+        with torch.device("meta"):  # shapes only: kernels.conv2d on meta tensors launches nothing
+            model = getattr(cnn, name)().eval()
             assert model(torch.empty(1, 1 if name == "lenet5" else 3, size, size)).shape[1] in (10, 1000)
 
 
