@@ -1,6 +1,6 @@
 """``torch.func.vmap`` rules for the convolution custom ops: a vmapped problem is one bigger convolution.
 
-The rules are functorch's own for ``aten.convolution``, applied to our ops:
+The rules are the ones functorch has for PyTorch's own convolution op, applied to ours:
 * only the activations (input, or grad_output) carry the vmap dimension B: B folds into the batch N;
 * a weight (or, for grad_weight, one of its two operands) carries it: B folds into the groups,
   every sample its own block of channels: input [N, B*C, H, W], weight [B*K, C/g, R, S],
