@@ -5,7 +5,6 @@ import torch
 import triton
 import triton.language as tl
 
-from ..epilogue import epilogue_arguments
 from ..params import ConvParams
 from ..tuning import interpreting
 
@@ -73,31 +72,3 @@ def reduction_splits(reduction: int, programs_per_split: int):
     splits = max(1, min(most, wanted))
     chunk = triton.cdiv(triton.cdiv(max(reduction, 1), splits), quantum) * quantum
     return triton.cdiv(max(reduction, 1), chunk), chunk
-
-
-def launch_pixel_channel_forward(kernel, x, w, bias, params: ConvParams, *, scale=None, shift=None,
-                                 residual=None, activation=0, **constexprs) -> torch.Tensor:
-    """Launch a forward kernel that tiles the (N*P*Q pixels x K/groups channels) output of each
-    group (grid: tiles, groups) and takes the argument list im2col and direct share; returns
-    the new output in PyTorch's memory format."""
-    out = new_output(params, x.device)
-    if out.numel() == 0:
-        return out
-    epilogue = epilogue_arguments(out, bias, scale, shift, residual, activation)
-    M = params.n * params.p * params.q
-    grid = lambda meta: (
-        triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(params.k_per_group, meta["BLOCK_N"]),
-        params.groups,
-    )
-    kernel[grid](
-        x, w, out, *epilogue.pointers,
-        params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group,
-        *x.stride(), *w.stride(), *out.stride(), *epilogue.residual_strides,
-        *params.geometry,
-        R=params.r, S=params.s,
-        **epilogue.flags,
-        ACC_DTYPE=acc_dtype(params.dtype),
-        USE_INT64=needs_int64(x, w, out, epilogue.residual_or_out),
-        **constexprs,
-    )
-    return out

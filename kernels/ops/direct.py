@@ -10,14 +10,15 @@ convolutions), where a ``tl.dot`` reduction block of at least 16 would be mostly
 """
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
-from ..epilogue import store_conv_tile
+from ..epilogue import epilogue_arguments, store_conv_tile
 from ..params import ConvParams
 from ..registry import Algorithm, direct_macs, register
 from ..tuning import TunedKernel, config, grouped_tile
-from .common import launch_pixel_channel_forward
+from .common import acc_dtype, needs_int64, new_output
 
 
 @triton.jit
@@ -107,9 +108,36 @@ DIRECT_FORWARD = TunedKernel(
 )
 
 
+def _launch(kernel, x, w, bias, params: ConvParams, *, scale=None, shift=None, residual=None, activation=0,
+            **constexprs) -> torch.Tensor:
+    """Launch the direct forward over the (N*P*Q pixels x K/groups channels) output of each group
+    (grid: tiles, groups); returns the new output in PyTorch's memory format."""
+    out = new_output(params, x.device)
+    if out.numel() == 0:
+        return out
+    epilogue = epilogue_arguments(out, bias, scale, shift, residual, activation)
+    M = params.n * params.p * params.q
+    grid = lambda meta: (
+        triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(params.k_per_group, meta["BLOCK_N"]),
+        params.groups,
+    )
+    kernel[grid](
+        x, w, out, *epilogue.pointers,
+        params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group,
+        *x.stride(), *w.stride(), *out.stride(), *epilogue.residual_strides,
+        *params.geometry,
+        R=params.r, S=params.s,
+        **epilogue.flags,
+        ACC_DTYPE=acc_dtype(params.dtype),
+        USE_INT64=needs_int64(x, w, out, epilogue.residual_or_out),
+        **constexprs,
+    )
+    return out
+
+
 def direct_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, residual=None, activation=0):
     """Launch the direct forward; returns a new output in PyTorch's memory format."""
-    return launch_pixel_channel_forward(
+    return _launch(
         DIRECT_FORWARD, x, w, bias, params, scale=scale, shift=shift, residual=residual,
         activation=activation)
 
