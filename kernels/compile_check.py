@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 BATCH = 32
-DTYPES = ("fp16", "bf16")
+DTYPES = ("fp16", "bf16")  # a call's, unless it names others
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,13 @@ CALLS: List[Call] = [
     Call(Layer("vgg16.features.2", 64, 224, 64, 3, padding=1), "winograd_f4", ("fp16",), ("fwd",)),
     Call(Layer("vgg16.features.12", 256, 56, 256, 3, padding=1), "winograd_f2", passes=("fwd",)),
     Call(Layer("vgg16.features.12", 256, 56, 256, 3, padding=1), "winograd_f4", passes=("fwd",)),
+    # The fused Winograd kernel in the wide types the CUDA test suite runs: its shared memory
+    # grows with the element size past the plan's (F(4x4) fp64 needed 319 KB at two stages).
+    Call(Layer("tests.winograd", 16, 8, 16, 3, padding=1), "winograd_f2", ("fp32", "fp64"), ("fwd",)),
+    Call(Layer("tests.winograd", 16, 8, 16, 3, padding=1), "winograd_f4", ("fp32", "fp64"), ("fwd",)),
 ]
 
-_TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
+_TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "fp64": "float64"}
 
 
 def _params(layer: Layer, dtype: str = "fp16"):
@@ -210,7 +214,7 @@ def _uncovered(rows: Sequence[dict]) -> Tuple[Dict[int, List[int]], List[str]]:
 
 
 def run(calls: Sequence[Call] = CALLS, layouts: Sequence[str] = ("channels_last",), workers: int = 2,
-        dtypes: Sequence[str] = DTYPES) -> dict:
+        dtypes: Sequence[str] = ("fp16", "bf16", "fp32", "fp64")) -> dict:
     """Compile every call in every dtype (one task each, on ``workers`` processes), then the
     configs no call compiled; returns {"rows", "failures", "seconds"}."""
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):

@@ -64,7 +64,8 @@ class TunedKernel:
     """A ``@triton.jit`` kernel, its GPU autotune configs and its interpreter config.
 
     ``tile_operands``: pairs of meta-parameter names whose product is one pipelined operand
-    tile (e.g. ``("BLOCK_M", "BLOCK_K")``), for the shared-memory estimate.
+    tile (e.g. ``("BLOCK_M", "BLOCK_K")``), for the shared-memory estimate; ``tile_copies``: how
+    many of each tile one stage holds (the fused Winograd kernel: one per transform slot).
     """
 
     fn: Callable
@@ -72,6 +73,7 @@ class TunedKernel:
     key: Sequence[str]
     interpreter_config: triton.Config
     tile_operands: Sequence[Sequence[str]] = ()
+    tile_copies: int = 1
     _autotuned: Optional[Callable] = None
     _plan: Optional[List[triton.Config]] = None
 
@@ -84,7 +86,7 @@ class TunedKernel:
 
     def shared_memory_estimate(self, cfg: triton.Config, element_bytes: int) -> int:
         tiles = sum(cfg.kwargs[a] * cfg.kwargs[b] for a, b in self.tile_operands)
-        return tiles * element_bytes * max(cfg.num_stages, 1)
+        return self.tile_copies * tiles * element_bytes * max(cfg.num_stages, 1)
 
     def _prune(self, configs, named_args, **kwargs):
         if self._plan is not None:

@@ -147,15 +147,19 @@ WINOGRAD_F2_FUSED = TunedKernel(
     key=_KEY,
     interpreter_config=config(BLOCK_T=16, BLOCK_N=16, BLOCK_C=16, GROUP_M=2, num_stages=1),
     tile_operands=[("BLOCK_T", "BLOCK_C"), ("BLOCK_C", "BLOCK_N")],
+    tile_copies=sum(F2.slot_groups),
 )
 WINOGRAD_F4_FUSED = TunedKernel(
     _winograd_fused_kernel,
     configs=[
         config(BLOCK_T=16, BLOCK_N=16, BLOCK_C=16, GROUP_M=8, num_stages=2, num_warps=8),
+        # fp64: two stages of 48 slots' tiles need 319 KB (sm_90 compile); one stage fits.
+        config(BLOCK_T=16, BLOCK_N=16, BLOCK_C=16, GROUP_M=8, num_stages=1, num_warps=8),
     ],
     key=_KEY,
     interpreter_config=config(BLOCK_T=16, BLOCK_N=16, BLOCK_C=16, GROUP_M=2, num_stages=1),
     tile_operands=[("BLOCK_T", "BLOCK_C"), ("BLOCK_C", "BLOCK_N")],
+    tile_copies=sum(F4.slot_groups),
 )
 _KERNELS = {F2.name: WINOGRAD_F2_FUSED, F4.name: WINOGRAD_F4_FUSED}
 assert all(CHANNEL_QUANTUM % c.kwargs["BLOCK_C"] == 0 for kernel in _KERNELS.values()
