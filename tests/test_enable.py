@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import kernels
 from kernels.aten import ROUTED, current_algorithm, is_enabled
 from kernels.tuning import LAUNCHES
+from launches import convolution_launches_since, launched_since
 from reference import assert_close
 from test_cnn_models import randomise
 from torchvision_oracle import import_torchvision
@@ -41,11 +42,11 @@ def _always_disabled_after():
 def test_functional_calls_run_on_our_kernels(c, device):
     x, w, b = random_inputs(c, torch.float64, device, requires_grad=True)
     expected = _forward_backward(c, *(t.detach().cpu().requires_grad_(True) for t in (x, w, b)))
-    routed, launches = ROUTED.copy(), sum(LAUNCHES.values())
+    routed, launches = ROUTED.copy(), LAUNCHES.copy()
     with kernels.enabled():
         got = _forward_backward(c, x, w, b)
     assert ROUTED - routed == {"convolution": 1, "convolution_backward": 1}
-    assert sum(LAUNCHES.values()) - launches == 4  # forward, grad_input, grad_weight, grad_bias
+    assert convolution_launches_since(launches) == 4  # forward, grad_input, grad_weight, grad_bias
     for g, e, what in zip(got, expected, ("output", "grad_input", "grad_weight", "grad_bias")):
         assert_close(g, e, torch.float64, 100, what)
         assert g.stride() == e.stride() or c.op.endswith("1d"), what
@@ -64,7 +65,7 @@ def test_pytorch_again_after_disable_and_on_exit(device):
         assert current_algorithm() == "im2col"
         before = LAUNCHES.copy()
         F.conv2d(x, w)
-        assert dict(LAUNCHES - before) == {"_im2col_forward_kernel": 1}
+        assert dict(launched_since(before)) == {"_im2col_forward_kernel": 1}
     assert not is_enabled() and current_algorithm() is None
     launches = sum(LAUNCHES.values())
     F.conv2d(x.cpu(), w.cpu())
@@ -225,7 +226,7 @@ def test_models_run_every_convolution_on_our_kernels(name, device):
     convs = []  # (input requires grad, has bias) per convolution call
     hooks = [m.register_forward_pre_hook(lambda m, args: convs.append((args[0].requires_grad, m.bias is not None)))
              for m in model.modules() if isinstance(m, CONVOLUTIONS)]
-    routed, launches = ROUTED.copy(), sum(LAUNCHES.values())
+    routed, launches = ROUTED.copy(), LAUNCHES.copy()
     with kernels.enabled():
         got = model(x.to(device))
         got.square().sum().backward()
@@ -234,7 +235,7 @@ def test_models_run_every_convolution_on_our_kernels(name, device):
     assert len(convs) == sum(isinstance(m, CONVOLUTIONS) for m in model.modules()) > 0
     assert ROUTED - routed == {"convolution": len(convs), "convolution_backward": len(convs)}
     # One launch per forward, per grad_input (not for the image's), per grad_weight, per grad_bias.
-    assert sum(LAUNCHES.values()) - launches == sum(2 + needs_dx + bias for needs_dx, bias in convs)
+    assert convolution_launches_since(launches) == sum(2 + needs_dx + bias for needs_dx, bias in convs)
     assert_close(got, expected, torch.float64, 1000)
     for (key, p), ref in zip(model.named_parameters(), reference.parameters()):
         assert_close(p.grad, ref.grad, torch.float64, 1000, f"grad of {key}")

