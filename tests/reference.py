@@ -115,6 +115,7 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype, reduction,
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     assert actual.dtype == dtype, f"{what}: dtype {actual.dtype} != {dtype}"
     got = actual.detach().to("cpu", torch.float64)
+    expected = expected.detach().to("cpu", torch.float64)  # a reference may be computed on the GPU
     assert not torch.isnan(got).any(), f"{what}: NaN (an element was never written)"
     scale = max([1.0] + ([expected.abs().max().item()] if expected.numel() else []))
     err = (got - expected).abs()

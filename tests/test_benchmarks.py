@@ -76,6 +76,7 @@ def test_suite_cases_match_the_published_network(suite):
         assert eligible_algorithms(scaled_down(case, 16, 14)) == eligible_algorithms(case), case.layer
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the benchmarks' CPU mode; on a GPU they time (make bench)")
 def test_cpu_run_writes_the_report(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(SUITES, "tiny", lambda **kwargs: Tiny())
     monkeypatch.setattr(bench_run, "CPU_MODELS", {"tiny": {}})

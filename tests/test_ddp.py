@@ -46,6 +46,7 @@ def one_step(model, x, y):
 
 
 def _worker(rank, init_file, out_dir):
+    torch.backends.cudnn.allow_tf32 = False  # IEEE fp32, as conftest sets it for the test process
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         model = nn.parallel.DistributedDataParallel(make_model().to(device()))

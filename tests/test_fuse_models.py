@@ -225,12 +225,12 @@ def small_block_network(torchvision):
     )
 
 
-def test_fused_blocks_on_triton_kernels(monkeypatch):
+def test_fused_blocks_on_triton_kernels(monkeypatch, device):
     """End to end on the real kernels (channels_last, as benchmarked): same output, fewer launches."""
     torchvision = import_torchvision()
     torch.manual_seed(0)
-    model = small_block_network(torchvision).to(memory_format=torch.channels_last)
-    x = torch.randn(2, 3, 8, 8).to(memory_format=torch.channels_last)
+    model = small_block_network(torchvision).to(device, memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 8, 8).to(device, memory_format=torch.channels_last)
     fused, before, after = check_fused_model(model, x, monkeypatch, spec=False)
     convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
     fused_convs = len(fused_modules(fused))
@@ -427,12 +427,12 @@ def new_block_network():
     )
 
 
-def test_fused_new_blocks_on_triton_kernels(monkeypatch):
+def test_fused_new_blocks_on_triton_kernels(monkeypatch, device):
     """End to end on the real kernels, channels_last: same output; one launch per convolution, and the
     BatchNorms, adds and activations of every fused chain gone."""
     torch.manual_seed(0)
-    model = new_block_network().to(memory_format=torch.channels_last)
-    x = torch.randn(1, 3, 6, 6).to(memory_format=torch.channels_last)
+    model = new_block_network().to(device, memory_format=torch.channels_last)
+    x = torch.randn(1, 3, 6, 6).to(device, memory_format=torch.channels_last)
     # Unfused BNs: the two dense layers' norm1 and the transition's norm (pre-activation).
     fused, before, after = check_fused_model(model, x, monkeypatch, spec=False, unfused_bns=3)
     convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
