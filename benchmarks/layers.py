@@ -161,6 +161,7 @@ def run_case(case: ConvCase, precision: Precision, layout: str, peaks: dict,
             speedup=cudnn.ms / ms if measured and cudnn and cudnn.ms and name != "cudnn" else None,
             rel_err=errors.get(name), ok=name in errors and errors[name] <= TOLERANCE[precision.name],
             macs=macs, multiplies=flop_counts[algorithm]["multiplies"] if algorithm in flop_counts else None,
+            **{"pass": "forward"},
         )
         if full_case is not None and full_case is not case:
             row["full"] = dict(case_fields(full_case), macs=conv_params(full_case).macs)

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .report import group_by, impl_order  # noqa: E402
+from .report import group_by, impl_order, with_pass  # noqa: E402
 
 MARKERS = "osD^vP*Xhp<>"
 
@@ -105,18 +105,23 @@ def multiplies(layers, suite: str, path: Path) -> Path:
     return path
 
 
+_SUFFIX = {"forward": "", "backward": "_backward"}
+
+
 def write_all(out_dir: Path, layers, cases, peaks, on_gpu: bool) -> List[Path]:
     paths = []
     for (suite,), suite_layers in group_by(layers, "suite").items():
         paths.append(multiplies(suite_layers, suite, out_dir / f"multiplies_{suite}.png"))
     if not on_gpu:
         return paths
-    for (precision, layout, n), rows in group_by(cases, "precision", "layout", "n").items():
+    cases = with_pass(cases)
+    for (precision, layout, n, direction), rows in group_by(cases, "precision", "layout", "n", "pass").items():
         if any(r["tflops"] for r in rows):
-            paths.append(roofline(rows, peaks, precision, f"{precision}, {layout}, batch {n}: all suites",
-                                  out_dir / f"roofline_{precision}_{layout}_b{n}.png"))
-    for (suite, precision, layout, n), rows in group_by(cases, "suite", "precision", "layout", "n").items():
+            paths.append(roofline(rows, peaks, precision, f"{precision}, {layout}, batch {n}, {direction}: all suites",
+                                  out_dir / f"roofline_{precision}_{layout}_b{n}{_SUFFIX[direction]}.png"))
+    for (suite, precision, layout, n, direction), rows in group_by(
+            cases, "suite", "precision", "layout", "n", "pass").items():
         if any(r["speedup"] for r in rows):
-            paths.append(speedup_bars(rows, f"{suite}, {precision}, {layout}, batch {n}: speedup over cuDNN",
-                                      out_dir / f"speedup_{suite}_{precision}_{layout}_b{n}.png"))
+            paths.append(speedup_bars(rows, f"{suite}, {precision}, {layout}, batch {n}, {direction}: speedup over cuDNN",
+                                      out_dir / f"speedup_{suite}_{precision}_{layout}_b{n}{_SUFFIX[direction]}.png"))
     return paths

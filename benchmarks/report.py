@@ -51,6 +51,11 @@ def _table(header: Sequence[str], rows: Iterable[Sequence]) -> List[str]:
     return lines + [""]
 
 
+def with_pass(cases) -> List[dict]:
+    """The case rows, each with its ``pass`` (rows written before backward runs existed are forward)."""
+    return [dict(c, **{"pass": c.get("pass", "forward")}) for c in cases]
+
+
 def group_by(rows, *keys) -> Dict[tuple, list]:
     groups: Dict[tuple, list] = defaultdict(list)
     for row in rows:
@@ -237,10 +242,10 @@ def model_table(models, on_gpu: bool) -> List[str]:
 
 def headline(cases, models) -> List[str]:
     """The numbers for the README: per suite and setting, auto and the best of ours vs cuDNN."""
-    header = ["suite", "precision", "layout", "batch", "auto: speedup over cuDNN (geomean, count-weighted)",
+    header = ["suite", "precision", "layout", "batch", "pass", "auto: speedup over cuDNN (geomean, count-weighted)",
               "auto: speedup on the network's total conv time", "best of our algorithms per layer (geomean, weighted)"]
     body = []
-    for key, rows in group_by(cases, "suite", "precision", "layout", "n").items():
+    for key, rows in group_by(cases, "suite", "precision", "layout", "n", "pass").items():
         auto = speedup_summary(rows).get("auto")
         if not auto:
             continue
@@ -305,6 +310,7 @@ def method_section(meta, peaks, on_gpu: bool) -> List[str]:
 
 
 def render(meta, peaks, layers, cases, models, on_gpu: bool) -> str:
+    cases = with_pass(cases)
     lines = [f"# Convolution benchmarks: {meta['device']}", ""]
     if not on_gpu:
         lines += [INTERPRETER_WARNING, ""]
@@ -318,9 +324,9 @@ def render(meta, peaks, layers, cases, models, on_gpu: bool) -> str:
         suite = suite[0]
         algorithms = list(dict.fromkeys(a for layer in suite_layers for a in layer["multiplies"]))
         lines += [f"## {suite}", "", "### FLOPs", ""] + flop_section(suite_layers, algorithms)
-        for (precision, layout, n), rows in group_by([c for c in cases if c["suite"] == suite],
-                                                     "precision", "layout", "n").items():
-            lines += [f"### {precision}, {layout}, batch {n}", ""]
+        for (precision, layout, n, direction), rows in group_by([c for c in cases if c["suite"] == suite],
+                                                                "precision", "layout", "n", "pass").items():
+            lines += [f"### {precision}, {layout}, batch {n}" + (", backward" if direction == "backward" else ""), ""]
             if on_gpu:
                 lines += gpu_layer_table(rows) + ["Summary over the layers:", ""] + summary_table(rows)
             else:

@@ -1,8 +1,9 @@
 """`python -m benchmarks`: every algorithm of ``kernels.REGISTRY`` against cuDNN on the conv
 layers of ResNet-50, VGG-16 and MobileNetV2 (cases derived from the ``cnn`` models) and on the
 transposed convolutions of DCGAN's generator and U-Net's decoder and Mamba's depthwise conv1d
-(``variant_networks``), and the three classification networks end to end; writes JSON, a Markdown report and PNG plots under
-``benchmarks/results/<device>/``.
+(``variant_networks``), and the three classification networks end to end; with ``--passes
+backward`` also each layer's backward (``benchmarks/backward.py``) against cuDNN's; writes JSON, a
+Markdown report and PNG plots under ``benchmarks/results/<device>/``.
 
 Without a GPU it runs the same layers scaled down under Triton's interpreter: the FLOP tables
 (real shapes) and the correctness column are real; the times are NOT GPU timings and no
@@ -21,6 +22,7 @@ from typing import List
 import torch
 
 from .environment import ON_GPU, PRECISIONS, device_slug, metadata
+from .backward import run_backward_case
 from .layers import LAYOUTS, counts, run_case
 from .networks import SUITES, ConvCase, all_suites, interpreter_scale, scaled_down, suite_cases
 from .progress import Progress
@@ -28,6 +30,7 @@ from .timing import measure_peaks
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUICK_LAYERS = 4
+PASSES = ("forward", "backward")
 
 # Under the interpreter, end to end runs one reduced network (a full-width one takes minutes).
 CPU_MODELS = {"mobilenet_v2": dict(width_mult=0.1)}
@@ -42,8 +45,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtypes", nargs="+", choices=list(PRECISIONS),
                         help="tf32 = float32 with TF32 on; default: float16 bfloat16 on a GPU, float32 on the CPU")
     parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=["channels_last"])
+    parser.add_argument("--passes", nargs="+", choices=PASSES, default=["forward"],
+                        help="backward: grad_input + grad_weight (+ grad_bias) per layer, cuDNN vs auto")
     parser.add_argument("--full", action="store_true",
-                        help="batches 1 32 256, all four precisions, both layouts (hours on a GPU)")
+                        help="batches 1 32 256, all four precisions, both layouts, both passes (hours on a GPU)")
     parser.add_argument("--quick", action="store_true",
                         help=f"the {QUICK_LAYERS} layers of each suite with the most MACs x count, first batch, "
                              "first dtype, end to end at that batch only")
@@ -65,6 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.batches = args.batches or [1, 32, 256]
         args.dtypes = args.dtypes or list(PRECISIONS)
         args.layouts = list(LAYOUTS)
+        args.passes = list(PASSES)
     args.batches = args.batches or ([32] if ON_GPU else [1])
     args.dtypes = args.dtypes or (["float16", "bfloat16"] if ON_GPU else ["float32"])
     if args.quick:
@@ -115,7 +121,8 @@ class Results:
         batches = set(args.batches)
         repeated = lambda suite, n, precision, layout: (  # noqa: E731
             suite in args.suites and n in batches and precision in args.dtypes and layout in args.layouts)
-        self.cases = [r for r in earlier.get("cases", []) if not repeated(r["suite"], r["n"], r["precision"], r["layout"])]
+        self.cases = [r for r in earlier.get("cases", []) if not (
+            repeated(r["suite"], r["n"], r["precision"], r["layout"]) and r.get("pass", "forward") in args.passes)]
         self.models = [r for r in earlier.get("models", []) if args.no_models
                        or not repeated(r["model"], r["batch"], r["precision"], r["layout"])]
         self.layers = [r for r in earlier.get("layers", []) if r["suite"] not in args.suites] + self.layers
@@ -146,21 +153,25 @@ def run(args) -> Results:
     if args.merge:
         results.merge_earlier(args)
     meta["settings"] = dict(suites=args.suites, batches=args.batches, dtypes=args.dtypes, layouts=args.layouts,
-                            quick=args.quick, scale=None if ON_GPU else list(args.scale))
+                            passes=args.passes, quick=args.quick, scale=None if ON_GPU else list(args.scale))
 
-    plan = [(suite, batch, dtype, layout, case)
-            for suite in args.suites for batch in args.batches for dtype in args.dtypes for layout in args.layouts
-            for case in select_cases(suite, batch, args.quick)]
+    plan = [(suite, batch, dtype, layout, direction, case)
+            for direction in args.passes for suite in args.suites for batch in args.batches for dtype in args.dtypes
+            for layout in args.layouts for case in select_cases(suite, batch, args.quick)]
     model_plan = [] if args.no_models else [
         (suite, batch, dtype, layout) for suite in args.suites for batch in args.batches
         for dtype in args.dtypes for layout in args.layouts if suite in SUITES and (ON_GPU or suite in CPU_MODELS)]
     if not ON_GPU:
         model_plan = [p for p in model_plan if p[1] == args.batches[0] and p[2] == args.dtypes[0] and p[3] == args.layouts[0]]
     progress = Progress(len(plan) + len(model_plan))
-    for suite, batch, dtype, layout, case in plan:
-        progress.step(f"{suite} {case.layer} b{batch} {dtype} {layout}")
+    for suite, batch, dtype, layout, direction, case in plan:
+        progress.step(f"{suite} {case.layer} b{batch} {dtype} {layout} {direction}")
         run_shape = case if ON_GPU else scaled_down(case, *interpreter_scale(suite, args.scale))
-        results.cases += run_case(run_shape, PRECISIONS[dtype], layout, peaks, full_case=case, inductor=args.inductor)
+        if direction == "forward":
+            results.cases += run_case(run_shape, PRECISIONS[dtype], layout, peaks, full_case=case,
+                                      inductor=args.inductor)
+        else:
+            results.cases += run_backward_case(run_shape, PRECISIONS[dtype], layout, peaks, full_case=case)
         results.save()
         if ON_GPU:
             torch.cuda.empty_cache()

@@ -114,6 +114,19 @@ def test_cpu_run_writes_the_report(tmp_path, monkeypatch, capsys):
     assert len(merged["cases"]) > len(data["cases"]) and merged["models"] == data["models"]
     assert all(r["ok"] for r in merged["cases"])
 
+    # --passes backward: every layer's gradients on our kernels against float64, forward rows kept.
+    assert bench_run.main(["--suites", "tiny", "--passes", "backward", "--no-models", "--merge",
+                           "--out", str(tmp_path)]) == 0
+    both = json.loads((tmp_path / "results.json").read_text())
+    backward = [r for r in both["cases"] if r["pass"] == "backward"]
+    assert len(both["cases"]) == len(merged["cases"]) + len(backward)
+    assert {(r["layer"], r["impl"]) for r in backward} == {(layer, "auto") for layer in ("stem.0", "blocks.0.0", "head")}
+    forward = {r["layer"]: r for r in both["cases"] if r["pass"] == "forward" and r["precision"] == "float32"}
+    for r in backward:
+        assert r["ok"] and 0 < r["rel_err"] < 1e-5, r  # gradients of float32 against float64
+        assert r["macs"] == 2 * forward[r["layer"]]["macs"] and r["full"]["macs"] == 2 * forward[r["layer"]]["full"]["macs"]
+    assert "float32, channels_last, batch 1, backward" in (tmp_path / "report.md").read_text()
+
 
 def test_launch_plan_records_what_an_h100_would_launch(tmp_path):
     """``python -m benchmarks.launch_plan`` (compile-only, no GPU) on one layer: fwd and bwd launches,
@@ -181,14 +194,20 @@ def test_gpu_summary_statistics_on_synthetic_timings(tmp_path):
                    layout="channels_last", impl=impl, ms=ms, timing="do_bench", speedup_vs_eager=speedup,
                    rel_err=1e-3 if impl != "eager" else 0.0, ok=True)
               for impl, ms, speedup in (("eager", 10.0, None), ("kernels", 8.0, 1.25))]
+    # The backward pass of layer a: ours 4x slower; its section and headline line stay apart.
+    rows += [_row("a", 3, "cudnn", 2.0, **{"pass": "backward"}),
+             _row("a", 3, "auto", 8.0, speedup=0.25, **{"pass": "backward"})]
     text = render(meta, peaks, layers, rows, models, on_gpu=True)
     assert "## Headline" in text and "1.41×" in text and "1.25×" in text and "NOT GPU" not in text
+    assert "| net | float16 | channels_last | 32 | backward | 0.25× |" in text
+    assert "### float16, channels_last, batch 32, backward" in text
 
     from benchmarks.plots import write_all
 
     paths = write_all(tmp_path, layers, rows, peaks, on_gpu=True)
-    assert sorted(p.name for p in paths) == ["multiplies_net.png", "roofline_float16_channels_last_b32.png",
-                                            "speedup_net_float16_channels_last_b32.png"]
+    assert sorted(p.name for p in paths) == [
+        "multiplies_net.png", "roofline_float16_channels_last_b32.png", "roofline_float16_channels_last_b32_backward.png",
+        "speedup_net_float16_channels_last_b32.png", "speedup_net_float16_channels_last_b32_backward.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
 
 
