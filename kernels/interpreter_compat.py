@@ -1,8 +1,11 @@
 """Work-arounds for Triton CPU-interpreter bugs, applied only when the interpreter is active.
 
-Triton's interpreter stores bfloat16 as raw uint16 bits and its ``tl.dot`` multiplies those
-bits as integers (seen in triton 3.9), so a bf16 ``tl.dot`` returns garbage there. On a GPU
-the same kernels are right; here we widen bf16 dot operands to fp32 (exact) first.
+* Triton's interpreter stores bfloat16 as raw uint16 bits and its ``tl.dot`` multiplies those
+  bits as integers (seen in triton 3.9), so a bf16 ``tl.dot`` returns garbage there. On a GPU
+  the same kernels are right; here we widen bf16 dot operands to fp32 (exact) first.
+* Triton 3.6's interpreter turns a scalar into a Python int with ``int(array)`` of its
+  one-element 1-D array, which NumPy 2 refuses, so ``range(first, last)`` over values computed
+  from ``tl.program_id`` raises TypeError there; 3.9 squeezes the array first, as we do.
 """
 import numpy as np
 
@@ -11,9 +14,25 @@ def _bf16_bits_to_fp32(data: np.ndarray) -> np.ndarray:
     return (data.astype(np.uint32) << 16).view(np.float32)
 
 
+def _scalar_index(interpreter) -> None:
+    original = interpreter._patch_lang_tensor
+    if getattr(original, "_index_fixed", False):
+        return
+
+    def patch_lang_tensor(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(np.asarray(self.handle.data).squeeze()))
+
+    patch_lang_tensor._index_fixed = True
+    interpreter._patch_lang_tensor = patch_lang_tensor
+
+
 def apply() -> None:
     import triton.language as tl
     from triton.runtime import interpreter
+
+    if hasattr(interpreter, "_patch_lang_tensor"):
+        _scalar_index(interpreter)
 
     builder = interpreter.InterpreterBuilder
     if getattr(builder.create_dot, "_bf16_fixed", False):
