@@ -21,8 +21,8 @@ from typing import List
 
 import torch
 
-from .environment import ON_GPU, PRECISIONS, device_slug, metadata
 from .backward import run_backward_case
+from .environment import ON_GPU, PRECISIONS, device_slug, metadata
 from .layers import LAYOUTS, counts, run_case
 from .networks import SUITES, ConvCase, all_suites, interpreter_scale, scaled_down, suite_cases
 from .progress import Progress
