@@ -16,9 +16,9 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from .environment import ON_GPU, Precision, precision_mode
-from .layers import TOLERANCE, case_fields, conv_params, make_inputs, relative_error, traffic_bytes
+from .layers import case_fields, conv_params, make_inputs, relative_error, result_row, traffic_bytes
 from .networks import ConvCase
-from .timing import Rotation, Timing, bound_and_fraction, run_once, time_calls
+from .timing import Rotation, Timing, run_once, time_calls
 
 IMPLEMENTATIONS = ("cudnn", "auto")
 
@@ -95,24 +95,10 @@ def run_backward_case(case: ConvCase, precision: Precision, layout: str, peaks: 
 
     macs = 2 * conv_params(case).macs
     traffic = 2 * traffic_bytes(case, element_size)  # read x, w, dy; write dx, dw (about twice the forward's)
-    cudnn = timings.get("cudnn")
     rows = []
     for name in list(timings) + list(failures):
-        timing = timings.get(name)
-        ms = timing.ms if timing else None
-        measured = ON_GPU and ms is not None
-        bound, fraction = bound_and_fraction(2 * macs, traffic, ms, peaks, precision.name) if measured else (None, None)
-        row = dict(
-            case_fields(case), dtype=str(precision.dtype).replace("torch.", ""), tf32=precision.tf32,
-            precision=precision.name, layout=layout, impl=name, algorithm=None, ms=ms,
-            timing=timing.method if timing else failures[name],
-            tflops=2 * macs / (ms * 1e-3) / 1e12 if measured else None,
-            pct_peak=100 * fraction if fraction is not None else None, bound=bound,
-            intensity=2 * macs / traffic,
-            speedup=cudnn.ms / ms if measured and cudnn and cudnn.ms and name != "cudnn" else None,
-            rel_err=errors.get(name), ok=name in errors and errors[name] <= TOLERANCE[precision.name],
-            macs=macs, multiplies=macs, **{"pass": "backward"},
-        )
+        row = result_row(case, precision, layout, name, timings, failures, errors, macs, traffic, peaks)
+        row.update(algorithm=None, multiplies=macs, **{"pass": "backward"})
         if full_case is not None and full_case is not case:
             row["full"] = dict(case_fields(full_case), macs=2 * conv_params(full_case).macs)
         rows.append(row)

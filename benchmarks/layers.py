@@ -142,28 +142,36 @@ def run_case(case: ConvCase, precision: Precision, layout: str, peaks: dict,
     flop_counts = counts(case)
     macs = flop_counts["auto"]["macs"]
     traffic = traffic_bytes(case, element_size)
-    cudnn = timings.get("cudnn")
     rows = []
     for name in list(timings) + list(failures):
-        timing = timings.get(name)
-        ms = timing.ms if timing else None
-        measured = ON_GPU and ms is not None
-        bound, fraction = bound_and_fraction(2 * macs, traffic, ms, peaks, precision.name) if measured else (None, None)
         algorithm = flop_counts["auto"]["algorithm"] if name == "auto" else name
-        row = dict(
-            case_fields(case), dtype=str(precision.dtype).replace("torch.", ""), tf32=precision.tf32,
-            precision=precision.name, layout=layout, impl=name,
-            algorithm=algorithm if algorithm in kernels.REGISTRY else None,
-            ms=ms, timing=timing.method if timing else failures[name],
-            tflops=2 * macs / (ms * 1e-3) / 1e12 if measured else None,
-            pct_peak=100 * fraction if fraction is not None else None, bound=bound,
-            intensity=2 * macs / traffic,
-            speedup=cudnn.ms / ms if measured and cudnn and cudnn.ms and name != "cudnn" else None,
-            rel_err=errors.get(name), ok=name in errors and errors[name] <= TOLERANCE[precision.name],
-            macs=macs, multiplies=flop_counts[algorithm]["multiplies"] if algorithm in flop_counts else None,
-            **{"pass": "forward"},
-        )
+        row = result_row(case, precision, layout, name, timings, failures, errors, macs, traffic, peaks)
+        row.update(algorithm=algorithm if algorithm in kernels.REGISTRY else None,
+                   multiplies=flop_counts[algorithm]["multiplies"] if algorithm in flop_counts else None,
+                   **{"pass": "forward"})
         if full_case is not None and full_case is not case:
             row["full"] = dict(case_fields(full_case), macs=conv_params(full_case).macs)
         rows.append(row)
     return rows
+
+
+def result_row(case: ConvCase, precision: Precision, layout: str, impl: str, timings: Dict[str, Timing],
+               failures: Dict[str, str], errors: Dict[str, float], macs: int, traffic: int, peaks: dict) -> dict:
+    """The fields every row of a case has: ``impl``'s time (or failure), TFLOP/s and the roofline
+    bound from ``macs`` and ``traffic`` bytes, the speedup over cuDNN's row, the error and its verdict."""
+    timing = timings.get(impl)
+    ms = timing.ms if timing else None
+    measured = ON_GPU and ms is not None
+    bound, fraction = bound_and_fraction(2 * macs, traffic, ms, peaks, precision.name) if measured else (None, None)
+    cudnn = timings.get("cudnn")
+    error = errors.get(impl)
+    return dict(
+        case_fields(case), dtype=str(precision.dtype).replace("torch.", ""), tf32=precision.tf32,
+        precision=precision.name, layout=layout, impl=impl, ms=ms,
+        timing=timing.method if timing else failures[impl],
+        tflops=2 * macs / (ms * 1e-3) / 1e12 if measured else None,
+        pct_peak=100 * fraction if fraction is not None else None, bound=bound,
+        intensity=2 * macs / traffic,
+        speedup=cudnn.ms / ms if measured and cudnn and cudnn.ms and impl != "cudnn" else None,
+        rel_err=error, ok=error is not None and error <= TOLERANCE[precision.name], macs=macs,
+    )
