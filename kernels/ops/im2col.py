@@ -19,7 +19,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..epilogue import epilogue_arguments, store_conv_tile
+from ..epilogue import epilogue_arguments
 from ..params import ConvParams
 from ..prepack import channels_last_weight
 from ..registry import Algorithm, direct_macs, register
@@ -27,7 +27,7 @@ from ..tuning import TunedKernel, grouped_tile
 from . import gemm_plan
 from .common import acc_dtype, dot_precision, needs_int64, new_buffer
 from .gemm_common import aligned, finish, nhwc, reduce_if_split, row_strides, split_range, vector_width_for
-from .splitk import new_partials, splitk_store_partial
+from .splitk import new_partials, store_output_or_partial
 
 
 @triton.jit
@@ -131,16 +131,14 @@ def _im2col_forward_kernel(
             s *= 1 - wrap
             r += wrap
 
-    if SPLIT_K == 1:
-        store_conv_tile(
-            acc, n, p, q, k, mask_m, mask_n,
-            out_ptr, so_n, so_k, so_p, so_q,
-            bias_ptr, scale_ptr, shift_ptr,
-            res_ptr, sr_n, sr_k, sr_p, sr_q,
-            HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION,
-        )
-    else:
-        splitk_store_partial(acc, part_ptr, split, offs_m, k, mask_m, mask_n, M, K_PER_GROUP * tl.num_programs(1))
+    store_output_or_partial(
+        acc, n, p, q, k, offs_m, mask_m, mask_n,
+        out_ptr, so_n, so_k, so_p, so_q,
+        bias_ptr, scale_ptr, shift_ptr,
+        res_ptr, sr_n, sr_k, sr_p, sr_q,
+        HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION,
+        part_ptr, split, M, K_PER_GROUP * tl.num_programs(1), SPLIT_K,
+    )
 
 
 IM2COL_FORWARD = TunedKernel(

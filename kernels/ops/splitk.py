@@ -26,6 +26,30 @@ def splitk_store_partial(acc, part_ptr, split, rows, cols, mask_rows, mask_cols,
 
 
 @triton.jit
+def store_output_or_partial(
+    acc, n, p, q, k, rows, mask_m, mask_n,
+    out_ptr, so_n, so_k, so_p, so_q,
+    bias_ptr, scale_ptr, shift_ptr,
+    res_ptr, sr_n, sr_k, sr_p, sr_q,
+    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
+    part_ptr, split, ROWS, COLS, SPLIT_K: tl.constexpr,
+):
+    """A forward GEMM tile's end: unsplit, the shared epilogue and the store (``store_conv_tile``);
+    split, the partial at part[split, rows, k] (``rows``: output pixel indices), whose epilogue
+    ``split_reduce`` applies after the parts are added."""
+    if SPLIT_K == 1:
+        store_conv_tile(
+            acc, n, p, q, k, mask_m, mask_n,
+            out_ptr, so_n, so_k, so_p, so_q,
+            bias_ptr, scale_ptr, shift_ptr,
+            res_ptr, sr_n, sr_k, sr_p, sr_q,
+            HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION,
+        )
+    else:
+        splitk_store_partial(acc, part_ptr, split, rows, k, mask_m, mask_n, ROWS, COLS)
+
+
+@triton.jit
 def _split_reduce_kernel(
     part_ptr, out_ptr, bias_ptr, scale_ptr, shift_ptr, res_ptr,
     ROWS, COLS, SPLITS, P, Q,

@@ -24,14 +24,14 @@ import torch
 import triton
 import triton.language as tl
 
-from ..epilogue import epilogue_arguments, store_conv_tile
+from ..epilogue import epilogue_arguments
 from ..params import ConvParams
 from ..registry import Algorithm, direct_macs, register
 from ..tuning import TunedKernel, grouped_tile
 from . import gemm_plan
 from .common import acc_dtype, dot_precision, needs_int64, new_buffer
 from .gemm_common import advance_pixels, finish, nhwc, pixel_walk, reduce_if_split, split_range
-from .splitk import new_partials, splitk_store_partial
+from .splitk import new_partials, splitk_store_partial, store_output_or_partial
 
 MAX_CHANNELS = 8
 
@@ -93,16 +93,14 @@ def _stem_forward_kernel(
         j0 *= 1 - wrap
         r += wrap
 
-    if SPLIT_K == 1:
-        store_conv_tile(
-            acc, n, p, q, k, mask_m, mask_n,
-            out_ptr, so_n, so_k, so_p, so_q,
-            bias_ptr, scale_ptr, shift_ptr,
-            res_ptr, sr_n, sr_k, sr_p, sr_q,
-            HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION,
-        )
-    else:
-        splitk_store_partial(acc, part_ptr, split, offs_m, k, mask_m, mask_n, M, K)
+    store_output_or_partial(
+        acc, n, p, q, k, offs_m, mask_m, mask_n,
+        out_ptr, so_n, so_k, so_p, so_q,
+        bias_ptr, scale_ptr, shift_ptr,
+        res_ptr, sr_n, sr_k, sr_p, sr_q,
+        HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION,
+        part_ptr, split, M, K, SPLIT_K,
+    )
 
 
 @triton.jit
