@@ -35,7 +35,7 @@ demo: $(STAMP)
 		$(BIN)/python -m cnn.finetune $(DEMO_ARGS)
 
 compile-check: $(STAMP)
-	env -u TRITON_INTERPRET $(BIN)/python -m kernels.compile_check
+	env -u TRITON_INTERPRET $(BIN)/python -m kernels.sm90.compile_check
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -75,9 +75,9 @@ def git_commit() -> str:
 
 
 def _auto_autotune():
-    """Whether ``algorithm="auto"`` picks by measured time (kernels.autotune_cache) or by its table."""
+    """Whether ``algorithm="auto"`` picks by measured time (kernels.dispatch.autotune_cache) or by its table."""
     try:
-        from kernels import autotune_cache
+        from kernels.dispatch import autotune_cache
     except ImportError:
         return None
     return autotune_cache.enabled()

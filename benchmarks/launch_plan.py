@@ -2,7 +2,7 @@
 
 For every unique conv layer of ResNet-50, VGG-16 and MobileNetV2 (``benchmarks.networks``, traced
 from the ``cnn`` models) at batch 32, ``kernels.conv2d`` forward and ``out.backward(dy)`` are
-called on CPU tensors of the real sizes under ``kernels.launch_plan.recording()``: the package's
+called on CPU tensors of the real sizes under ``kernels.sm90.launch_plan.recording()``: the package's
 own routing, planners and autotuner pick what to launch, Triton's JIT compiles it for sm_90, and
 each launch is recorded with its kernel, config, grid and waves on 132 SMs, registers, spills,
 tensor-core instruction and async copies. Nothing is timed.
@@ -38,7 +38,7 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 def record_suite(suite: str, batch: int, dtype: torch.dtype, channels_last: bool, only: Sequence[str] = ()):
     """Forward and backward of every unique conv layer of ``suite`` (or of those named in
     ``only``): the Recording."""
-    from kernels import launch_plan
+    from kernels.sm90 import launch_plan
 
     with launch_plan.recording() as plan:
         for index, case in enumerate(suite_cases(suite, batch=batch)):
@@ -107,7 +107,7 @@ def markdown(data: dict, meta: dict) -> str:
            "forward and backward",
            "",
            f"Compiled for sm_90 (`GPUTarget(\"cuda\", 90, 32)`, H100 SXM properties) on a machine without a GPU by "
-           f"`python -m benchmarks.launch_plan` (`kernels/launch_plan.py`): commit {meta.get('commit')}, triton "
+           f"`python -m benchmarks.launch_plan` (`kernels/sm90/launch_plan.py`): commit {meta.get('commit')}, triton "
            f"{first['triton']}, torch {meta.get('torch')}. **Nothing ran on a GPU and nothing was timed.** Each layer "
            "went through `kernels.conv2d(algorithm=\"auto\")` and `out.backward(dy)` on CPU tensors of the real sizes; "
            "the package's routing and planners chose the kernels, Triton's JIT specialised the real arguments and "

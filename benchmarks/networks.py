@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels
-from kernels.variant_params import TransposedParams, lift_1d
+from kernels.core.variant_params import TransposedParams, lift_1d
 
 from .variant_networks import VARIANT_SUITES
 
@@ -267,7 +267,7 @@ def scaled_down(case: ConvCase, channel_div: int, spatial_div: int) -> ConvCase:
     if case.groups == 1:
         # Layers with more channels than the stem algorithm takes keep more than it takes (a
         # transposed convolution's input is its convolution's output: both sides count).
-        from kernels.ops.stem import MAX_CHANNELS
+        from kernels.ops.gemm.stem import MAX_CHANNELS
 
         c = min(case.c, max(math.ceil(case.c / channel_div), MAX_CHANNELS + 1 if case.c > MAX_CHANNELS else 3))
         k = max(math.ceil(case.k / channel_div), MAX_CHANNELS + 1 if case.k > MAX_CHANNELS else 4)

@@ -4,14 +4,14 @@ For every stride-1 3x3 layer of VGG-16 and ResNet-50 (224x224 input), per dtype,
 the relative error ||out - ref|| / ||ref|| of each algorithm, where ref is F.conv2d in float64
 on the same (dtype-rounded) operands. Weights are Kaiming-normal (std sqrt(2 / (9 C))), inputs
 post-ReLU-like (relu of a standard normal), no bias: the data a trained CNN's 3x3 layers see.
-Each Winograd tile runs on both of its paths (``kernels/ops/winograd_plan.py``): the table
+Each Winograd tile runs on both of its paths (``kernels/ops/winograd/plan.py``): the table
 shows the three-stage GEMM path, the summary rows the worst ratio of each path.
 
     python -m benchmarks.winograd_error            # GPU: full-size layers, batch 1
     python -m benchmarks.winograd_error --small    # scaled down (the default without a GPU,
                                                    # where kernels run under Triton's interpreter)
 
-Prints a Markdown table (the one in README's Winograd section) and, with ``--json``, the rows.
+Prints a Markdown table (the one in docs/winograd.md) and, with ``--json``, the rows.
 ``tests/test_winograd.py`` asserts bounds derived from this table with ``relative_error``.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 
 ALGORITHMS = ("im2col", "winograd_f2", "winograd_f4")
 DTYPES = ("float32", "float16", "bfloat16")
-PATHS = ("three_stage", "fused")  # kernels.ops.winograd_plan.PATHS (not imported: triton loads late)
+PATHS = ("three_stage", "fused")  # kernels.ops.winograd.plan.PATHS (not imported: triton loads late)
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,8 @@ def relative_error(algorithm: str, layer: Layer, dtype: torch.dtype, device, see
         if path is None:
             out = kernels.conv2d(x, w, padding=1, algorithm=algorithm)
         else:
-            from kernels.ops.winograd import winograd_forward
-            from kernels.ops.winograd_transforms import TILES
+            from kernels.ops.winograd.forward import winograd_forward
+            from kernels.ops.winograd.transforms import TILES
 
             params = kernels.ConvParams.from_tensors(x, w, None, padding=1)
             out = winograd_forward(TILES[algorithm], x, w, None, params, path=path)

@@ -16,8 +16,8 @@ import torch
 import torch.nn as nn
 
 from kernels.dispatch import resolve
-from kernels.params import ConvParams
-from kernels.variant_params import TransposedParams, lift_1d
+from kernels.core.params import ConvParams
+from kernels.core.variant_params import TransposedParams, lift_1d
 
 Shape = Tuple[int, ...]
 

@@ -26,13 +26,12 @@ from typing import Optional
 
 import torch
 
-from .autograd import (
-    _gradient_layout, conv2d_grad_bias_op, conv2d_grad_input_op, conv2d_grad_weight_op, conv2d_op,
-)
-from .params import SUPPORTED_DTYPES, ConvParams, output_channels_last
-from .transposed import finish_output, geometry
-from .tuning import interpreting
-from .variant_params import TransposedParams
+from .autograd.ops import conv2d_grad_bias_op, conv2d_grad_input_op, conv2d_grad_weight_op, conv2d_op
+from .core.interpreter import interpreting
+from .core.layout import output_channels_last
+from .core.params import SUPPORTED_DTYPES, ConvParams
+from .core.variant_params import TransposedParams
+from .dispatch import ALGORITHMS
 
 # Calls into the registered ops while enabled: "convolution" and "convolution_backward" ran on our
 # kernels, "passed_through" went to PyTorch's (tests read it).
@@ -97,8 +96,8 @@ def _convolution(original, keyset, input, weight, bias, stride, padding, dilatio
     algorithm = _State.algorithm
     if transposed:
         out = conv2d_grad_input_op(x, w, list(problem.conv_input_shape), output_channels_last(x, w),
-                                   *geometry(problem, algorithm))
-        out = finish_output(out, bias, problem)
+                                   *problem.op_geometry(algorithm))
+        out = problem.finish(out, bias)
     else:
         out = conv2d_op(x, w, bias, stride2, list(problem.padding), dilation2, groups, algorithm)
     return out.squeeze(2) if one_d else out
@@ -120,14 +119,14 @@ def _convolution_backward(original, keyset, grad_output, input, weight, bias_siz
         return _pass_through(original, keyset, *args)
     ROUTED["convolution_backward"] += 1
     algorithm = _State.algorithm
-    layout = _gradient_layout(x, w)  # PyTorch's: the forward's memory format, whatever grad_output's
+    layout = output_channels_last(x, w)  # PyTorch's: the forward's memory format, whatever grad_output's
     want_input, want_weight, want_bias = output_mask
     g_input = g_weight = g_bias = None
     if transposed:
         # The convolution behind it maps (the uncropped part of) the output back to the input.
         conv = problem.conv
         gy_conv = gy[:, :, :conv.h, :conv.w]
-        geo = geometry(problem, algorithm)
+        geo = problem.op_geometry(algorithm)
         if want_input:
             g_input = conv2d_op(gy_conv, w, None, *geo)
             g_input = g_input.contiguous(memory_format=torch.channels_last if layout else torch.contiguous_format)
@@ -155,8 +154,6 @@ def enable(algorithm: str = "auto") -> None:
     tensors under Triton's interpreter, to our kernels with ``algorithm`` (one of
     ``kernels.ALGORITHMS``; an explicit algorithm that does not apply to some convolution raises
     ``ValueError`` there, as ``kernels.conv2d`` does). Calling it again changes the algorithm."""
-    from . import ALGORITHMS
-
     if algorithm not in ALGORITHMS:
         raise ValueError(f"kernels.enable: unknown algorithm={algorithm!r}; expected one of {list(ALGORITHMS)}")
     if not hasattr(torch.library, "get_kernel"):

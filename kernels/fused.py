@@ -3,7 +3,7 @@
 At inference BatchNorm is a per-output-channel affine map, ``y = conv * scale + shift`` with
 ``scale = gamma / sqrt(running_var + eps)`` and ``shift = beta + (conv_bias - running_mean) * scale``.
 ``conv2d_bn`` computes those two fp32 vectors (fp64 for fp64 inputs) and hands them to the
-algorithm's forward kernel, whose shared epilogue (``kernels/epilogue.py``) applies scale/shift,
+algorithm's forward kernel, whose shared epilogue (``kernels/ops/epilogue.py``) applies scale/shift,
 the residual add and the activation before the single store: one launch, the output written once.
 
 The weight itself is not rescaled for the kernel: an fp16/bf16 weight multiplied by the BN scale
@@ -26,11 +26,11 @@ from typing import Dict, Optional, Tuple, Union
 
 import torch
 
-from .autograd import conv_fused_inference
+from .autograd.functions import conv_fused_inference
+from .core.checks import autocast_inputs, check_device
+from .core.params import ConvParams, IntOrPair
 from .dispatch import resolve
-from .epilogue import activation_code
-from .functional import autocast_inputs, check_device
-from .params import ConvParams, IntOrPair
+from .ops.epilogue import activation_code
 
 
 def _bn_vector(t: Optional[torch.Tensor], name: str, k: int, required: bool) -> None:

@@ -38,7 +38,7 @@ if DEVICE == "cpu":
     # KERNELS_TEST_SMS=132: the launch planner plans for that many SMs, as on an H100, so the
     # suite's small problems run split-K as they will there (by default it plans for one SM).
     if os.environ.get("KERNELS_TEST_SMS"):
-        from kernels.ops import gemm_plan
+        from kernels.ops.gemm import plan as gemm_plan
 
         gemm_plan.INTERPRETER_SMS = int(os.environ["KERNELS_TEST_SMS"])
 

@@ -1,13 +1,13 @@
 """Counting the package's kernel launches in tests.
 
-A split-K launch is followed by a reduce launch (``kernels/ops/splitk.py``) that the planner adds
+A split-K launch is followed by a reduce launch (``kernels/ops/gemm/splitk.py``) that the planner adds
 only when a problem's tile grid fills less than the GPU: never under the interpreter (it plans for
 one SM), often on an H100 for the tests' small problems. Counts of "one launch per convolution"
 leave the reduce out; ``test_splitk.py`` checks it runs.
 """
 from collections import Counter
 
-from kernels.tuning import LAUNCHES
+from kernels.core.launcher import LAUNCHES
 
 SPLIT_REDUCE = "_split_reduce_kernel"
 

@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from kernels.registry import REGISTRY, Algorithm, direct_macs
+from kernels.dispatch import REGISTRY, Algorithm
+from kernels.dispatch.algorithm import direct_macs
 from reference import Case, as_reference, assert_close, random_inputs
 
 CASE = Case(2, 4, 7, 7, 6, 3, 3, stride=2, padding=1, groups=2)
@@ -117,7 +118,8 @@ def test_algorithms_list_the_registry():
 def test_ineligible_algorithm_names_condition(device, monkeypatch):
     only_3x3 = Algorithm(
         name="only3x3", unsupported=lambda p: None if (p.r, p.s) == (3, 3) else f"needs a 3x3 kernel, got {p.r}x{p.s}",
-        forward=REGISTRY["im2col"].forward, count=direct_macs)
+        forward=REGISTRY["im2col"].forward, count=direct_macs, grad_input=REGISTRY["im2col"].grad_input,
+        grad_weight=REGISTRY["im2col"].grad_weight)
     monkeypatch.setitem(REGISTRY, "only3x3", only_3x3)
     x = torch.randn(1, 2, 6, 6, device=device)
     with pytest.raises(ValueError, match=r"only3x3.*needs a 3x3 kernel, got 5x5"):

@@ -144,7 +144,7 @@ def test_launch_plan_records_what_an_h100_would_launch(tmp_path):
     assert set(phases) == {"fwd", "dgrad", "wgrad"}  # a 1x1 layer without bias
     import kernels
     from kernels.dispatch import resolve
-    from kernels.tuning import ALL_KERNELS
+    from kernels.core.launcher import ALL_KERNELS
 
     x = torch.empty(32, 64, 56, 56, dtype=torch.float16, device="meta")
     auto = resolve("auto", kernels.ConvParams.from_tensors(x, torch.empty(64, 64, 1, 1, dtype=x.dtype, device="meta"),

@@ -1,6 +1,6 @@
-"""What the JIT compiles for the H100 (sm_90) from real calls, without a GPU (kernels/compile_check.py).
+"""What the JIT compiles for the H100 (sm_90) from real calls, without a GPU (kernels/sm90/compile_check.py).
 
-Runs ``python -m kernels.compile_check --json`` once, in a subprocess without TRITON_INTERPRET
+Runs ``python -m kernels.sm90.compile_check --json`` once, in a subprocess without TRITON_INTERPRET
 (the interpreter compiles nothing): real layers at batch 32 in channels_last fp16 and bf16,
 forward and backward, through the package's own API; every autotune config of every kernel.
 """
@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # The hot paths of the networks, checked in fp16 and bf16 channels_last on every config the
-# autotuner may pick for every call of kernels.compile_check.CALLS: (path, kernel). One line per path.
+# autotuner may pick for every call of kernels.sm90.compile_check.CALLS: (path, kernel). One line per path.
 HOT_PATHS = [
     ("im2col forward and pointwise", "_im2col_forward_kernel"),
     ("dgrad", "_dgrad_kernel"),
@@ -47,7 +47,7 @@ def report(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
-        [sys.executable, "-m", "kernels.compile_check", "--json", str(out)],
+        [sys.executable, "-m", "kernels.sm90.compile_check", "--json", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
     )
     print(proc.stdout)
@@ -57,8 +57,8 @@ def report(tmp_path_factory):
 
 def test_every_kernel_and_config_compiles_for_sm90(report):
     import kernels  # noqa: F401
-    from kernels.launch_plan import config_name
-    from kernels.tuning import ALL_KERNELS
+    from kernels.sm90.launch_plan import config_name
+    from kernels.core.launcher import ALL_KERNELS
 
     assert not report["failures"]
     for index, kernel in enumerate(ALL_KERNELS):
@@ -77,7 +77,7 @@ def test_the_jit_specialisation_of_channels_last_calls_is_compiled(report):
     rows = [r for r in report["rows"] if r["layout"] == "channels_last"]
     assert rows
     import kernels  # noqa: F401
-    from kernels.tuning import ALL_KERNELS
+    from kernels.core.launcher import ALL_KERNELS
 
     # A stride argument that is 1 in channels_last (the output's channel stride so_k, and the like).
     channel_strides = {k.name: {a for a in k.fn.arg_names if a in ("so_k", "sx_c", "sd_k", "sa_c", "sb_n")}
@@ -92,14 +92,14 @@ def test_the_jit_specialisation_of_channels_last_calls_is_compiled(report):
 def test_hot_path_uses_wgmma_and_async_copies_without_spills(report, path, kernel, dtype):
     rows = [r for r in report["rows"]
             if r["kernel"] == kernel and r["dtype"] == dtype and r["layout"] == "channels_last"]
-    assert rows, f"no {dtype} channels_last call compiles {kernel}: add one to kernels.compile_check.CALLS"
+    assert rows, f"no {dtype} channels_last call compiles {kernel}: add one to kernels.sm90.compile_check.CALLS"
     bad = [f"{r['config']} [{r['variant']}]: mma={r['mma']} async_copy={r['async_copy']} spill={r['spill_bytes']} B"
            for r in rows if r["mma"] != "wgmma" or r["async_copy"] == "none" or r["spill_bytes"]]
     assert not bad, f"{path} ({kernel}, {dtype}):\n" + "\n".join(bad)
 
 
 def test_occupancy_rule():
-    from kernels.hopper import ctas_per_sm, waves
+    from kernels.sm90.driver import ctas_per_sm, waves
 
     # 128 regs x 8 warps: 4096 regs a warp, 16 warps an SM -> 2 CTAs; 64 KB + 1 KB smem fits 3.
     assert ctas_per_sm(8, 128, 64 * 1024, 1024) == (2, "regs")
@@ -139,7 +139,7 @@ TTGIR = """
 
 
 def test_dot_loops_are_read_off_the_ttgir():
-    from kernels.sm90_binary import Binary, Resources, _dot_loops, _scalar_defs
+    from kernels.sm90.binary import Binary, Resources, _dot_loops, _scalar_defs
 
     binary = Binary("h", "k", 4, 3, 0, Resources(64, 0, 0, 0), "wgmma", "cp.async", [16],
                     _dot_loops(TTGIR), _scalar_defs(TTGIR))

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from kernels.tuning import LAUNCHES
+from kernels.core.launcher import LAUNCHES
 from reference import assert_close
 from variant_cases import algorithm_cases, case, check, random_inputs
 

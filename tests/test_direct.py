@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 import kernels
 from cases import DTYPES, LAYOUTS
-from kernels.epilogue import activation_code
-from kernels.params import ConvParams
+from kernels.ops.epilogue import activation_code
+from kernels.core.params import ConvParams
 from reference import Case, as_reference, assert_close, random_inputs
 from test_backward import _check_backward
 from test_forward import _check_forward

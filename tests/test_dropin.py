@@ -11,7 +11,7 @@ from torch.autograd import forward_ad as fwAD
 
 import kernels
 from cases import algorithm_cases
-from kernels.tuning import LAUNCHES
+from kernels.core.launcher import LAUNCHES
 from reference import Case, assert_close, random_inputs
 
 ALGORITHMS = list(kernels.REGISTRY)

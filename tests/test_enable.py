@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import kernels
 from kernels.aten import ROUTED, current_algorithm, is_enabled
-from kernels.tuning import LAUNCHES
+from kernels.core.launcher import LAUNCHES
 from launches import convolution_launches_since, launched_since
 from reference import assert_close
 from test_cnn_models import randomise

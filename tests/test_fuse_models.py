@@ -27,7 +27,7 @@ import cnn
 import kernels
 from cnn.fuse import FusedConv2dBN, fuse
 from kernels.ops import common
-from kernels.tuning import TunedKernel
+from kernels.core.launcher import TunedKernel
 from launches import SPLIT_REDUCE
 from torchvision_oracle import import_torchvision
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import kernels
 from kernels import fused
-from kernels.tuning import LAUNCHES
+from kernels.core.launcher import LAUNCHES
 from launches import convolution_launches_since
 from cases import DTYPES, LAYOUTS
 from reference import Case, as_reference, assert_close, make_layout, random_inputs, reference_conv

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import kernels
-from kernels import autotune_cache
-from kernels.dispatch import ROUTES, choose_auto, heuristic_choice
-from kernels.params import ConvParams
+from kernels.dispatch import autotune_cache
+from kernels.dispatch.auto import ROUTES, choose_auto, heuristic_choice
+from kernels.core.params import ConvParams
 
 
 def _params(input_shape, weight_shape, **kw):
@@ -150,7 +150,7 @@ def test_static_rules_never_route_to_winograd_or_direct():
 
 
 def test_committed_routing_table_overrides_the_static_rules(tmp_path, monkeypatch):
-    from kernels import dispatch
+    from kernels.dispatch import auto as dispatch
 
     table = {"device": "Fake GPU", "measured": "a test", "rules": [
         {"when": {"kernel": [3, 3], "stride": [1, 1], "groups": "1", "dtype": ["float16"], "min_channels": 64},
@@ -168,7 +168,39 @@ def test_committed_routing_table_overrides_the_static_rules(tmp_path, monkeypatc
         assert dispatch.table_choice(fp32, "Fake GPU") is None  # dtype does not match
         five = ConvParams.from_shapes((1, 64, 20, 20), (64, 64, 5, 5), padding=2, dtype=torch.float16)
         assert dispatch.table_choice(five, "Fake GPU") is None  # Winograd does not apply to 5x5
-        monkeypatch.setattr(dispatch, "_device_name", lambda: "Fake GPU")
+        monkeypatch.setattr(dispatch.device, "current_name", lambda: "Fake GPU")
         assert choose_auto(vgg) == "winograd_f2" and choose_auto(five) == "im2col"
     finally:
         dispatch.routing_table.cache_clear()
+
+
+def test_routing_table_is_found_by_the_reported_device_name(tmp_path, monkeypatch):
+    """An H200 reports ``NVIDIA H200``: its committed table ``NVIDIA H200.json`` is the one read."""
+    from kernels.dispatch import auto as dispatch
+
+    rule = {"when": {"kernel": [1, 1]}, "algorithm": "im2col", "why": "test: a rule the static routes would not pick"}
+    (tmp_path / "NVIDIA H200.json").write_text(json.dumps({"device": "NVIDIA H200", "rules": [rule]}))
+    (tmp_path / "NVIDIA H100 80GB HBM3.json").write_text(json.dumps({"device": "NVIDIA H100 80GB HBM3", "rules": []}))
+    monkeypatch.setattr(dispatch, "ROUTING_TABLES", tmp_path)
+    dispatch.routing_table.cache_clear()
+    try:
+        pointwise = ConvParams.from_shapes((32, 256, 56, 56), (64, 256, 1, 1), dtype=torch.float16)
+        assert heuristic_choice(pointwise) == "pointwise"
+        monkeypatch.setattr(dispatch.device, "current_name", lambda: "NVIDIA H200")
+        assert choose_auto(pointwise) == "im2col"
+        monkeypatch.setattr(dispatch.device, "current_name", lambda: "NVIDIA H100 80GB HBM3")
+        assert choose_auto(pointwise) == "pointwise"
+    finally:
+        dispatch.routing_table.cache_clear()
+
+
+def test_device_descriptions_differ_only_in_memory():
+    from kernels.core import device
+
+    assert device.spec_for("NVIDIA H200") is device.H200
+    assert device.spec_for("NVIDIA H100 80GB HBM3") is device.H100
+    assert device.spec_for("NVIDIA A100-SXM4-80GB") is None
+    h100, h200 = device.H100, device.H200
+    assert (h100.sms, h100.smem_per_block, h100.dense_fp16_flops_per_s) == (h200.sms, h200.smem_per_block,
+                                                                            h200.dense_fp16_flops_per_s)
+    assert round(h100.ridge_flops_per_byte) == 295 and round(h200.ridge_flops_per_byte) == 206

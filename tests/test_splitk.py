@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from kernels.ops import gemm_plan
-from kernels.tuning import LAUNCHES
+from kernels.ops.gemm import plan as gemm_plan
+from kernels.core.launcher import LAUNCHES
 from reference import Case, as_reference, assert_close, random_inputs
 
 # Each splits its forward and at least one backward GEMM (dgrad: 9+ iterations over taps x

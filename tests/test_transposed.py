@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import cnn
 import kernels
-from kernels.tuning import LAUNCHES
+from kernels.core.launcher import LAUNCHES
 from launches import launched_since
 from reference import as_reference, assert_close
 from variant_cases import algorithm_cases, case, check, memory_format, random_inputs

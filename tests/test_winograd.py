@@ -4,7 +4,7 @@ The generic sweeps (test_forward / test_backward) cover shapes, layouts and grad
 path the planner picks (the fused kernel for their small channel counts). Here both paths run
 explicitly: each tile's error against float64 must stay within a fixed multiple of im2col's
 error on the same data (the multiples are about 2x the worst ratios measured by
-``benchmarks/winograd_error.py``, table in README), so a transform or precision regression fails.
+``benchmarks/winograd_error.py``, table in docs/winograd.md), so a transform or precision regression fails.
 """
 import pytest
 import torch
@@ -12,13 +12,14 @@ import torch.nn.functional as F
 
 import kernels
 from benchmarks.winograd_error import LAYERS, relative_error
-from kernels.epilogue import activation_code
-from kernels.ops import common, winograd
-from kernels.ops.winograd_plan import FUSED, PATHS, THREE_STAGE, choose_path
-from kernels.ops.winograd_transforms import FILTER_CACHE, TILES
+from kernels.ops.epilogue import activation_code
+from kernels.ops import common
+from kernels.ops.winograd import forward as winograd
+from kernels.ops.winograd.plan import FUSED, PATHS, THREE_STAGE, choose_path
+from kernels.ops.winograd.transforms import FILTER_CACHE, TILES
 from reference import Case, as_reference, assert_close, random_inputs
 
-# Worst measured ratio to im2col over both paths (README): F2 2.0 / 2.4 / 1.9, F4 13.0 / 14.9 /
+# Worst measured ratio to im2col over both paths (docs/winograd.md): F2 2.0 / 2.4 / 1.9, F4 13.0 / 14.9 /
 # 8.0 for float32 / float16 / bfloat16. Bounds: about twice that.
 RATIO_BOUND = {
     ("winograd_f2", "float32"): 4, ("winograd_f2", "float16"): 5, ("winograd_f2", "bfloat16"): 4,
@@ -209,7 +210,7 @@ def test_filter_cache_skips_weights_that_require_grad(device):
 
 def test_auto_does_not_route_to_winograd_without_a_gpu_measurement():
     """No committed measurement shows Winograd faster than im2col on any device yet (issue 13)."""
-    from kernels.dispatch import choose_auto
+    from kernels.dispatch.auto import choose_auto
 
     for dtype in (torch.float16, torch.bfloat16, torch.float32):
         for c in (16, 64, 512):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from kernels.variant_params import TransposedParams, lift_1d
+from kernels.core.variant_params import TransposedParams, lift_1d
 from reference import as_reference, assert_close, make_layout
 
 

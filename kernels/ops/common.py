@@ -1,12 +1,14 @@
-"""Small launch-side helpers shared by every algorithm family."""
+"""Launch-side helpers shared by every algorithm family: output buffers, 64-bit offsets, accumulator
+type and precision, the split of a non-GEMM reduction."""
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
 
-from ..params import ConvParams
-from ..tuning import interpreting
+from ..core import device
+from ..core.interpreter import interpreting
+from ..core.params import ConvParams
 
 # Tests set this to True so every buffer a kernel is meant to fill starts as NaN:
 # an element the kernel forgets to write then fails the comparison instead of reading 0.
@@ -57,9 +59,6 @@ def new_output(params: ConvParams, device) -> torch.Tensor:
     return new_buffer(params.output_shape, params.dtype, device, params.channels_last)
 
 
-# Enough programs to fill an H100 (132 SMs) a couple of times over.
-_TARGET_PROGRAMS = 264
-
 # Reduction chunks are multiples of this, so every BLOCK_K / BLOCK_M divides them.
 _CHUNK_QUANTUM = 128
 
@@ -68,7 +67,7 @@ def reduction_splits(reduction: int, programs_per_split: int):
     """Pick (splits, chunk) for a reduction of ``reduction`` terms: a fixed function of the shape."""
     quantum = 16 if interpreting() else _CHUNK_QUANTUM
     most = triton.cdiv(max(reduction, 1), quantum)
-    wanted = triton.cdiv(_TARGET_PROGRAMS, max(programs_per_split, 1))
+    wanted = triton.cdiv(2 * device.target().sms, max(programs_per_split, 1))  # two waves of programs
     splits = max(1, min(most, wanted))
     chunk = triton.cdiv(triton.cdiv(max(reduction, 1), splits), quantum) * quantum
     return triton.cdiv(max(reduction, 1), chunk), chunk

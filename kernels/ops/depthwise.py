@@ -21,13 +21,15 @@ import torch
 import triton
 import triton.language as tl
 
-from ..epilogue import epilogue_arguments, store_conv_tile
-from ..params import ConvParams
-from ..registry import Algorithm, direct_macs, register
-from ..tuning import TunedKernel, config
+from typing import Optional
+
+from ..core.launcher import TunedKernel, config
+from ..core.layout import memory_format
+from ..core.params import ConvParams
 from .common import acc_dtype, needs_int64, new_buffer, new_output, reduction_splits
-from .gemm_common import advance_pixels, pixel_walk
+from .epilogue import epilogue_arguments, store_conv_tile
 from .phases import first_tap, stride_phase, tap_steps
+from .tiles import advance_pixels, pixel_walk
 
 
 @triton.jit
@@ -318,23 +320,12 @@ def depthwise_grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams,
         *params.geometry,
         R=params.r, S=params.s, ACC_DTYPE=acc_dtype(dy.dtype), USE_INT64=needs_int64(x, dy, part),
     )
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return part.sum(0).to(dtype=dy.dtype, memory_format=fmt)
+    return part.sum(0).to(dtype=dy.dtype, memory_format=memory_format(channels_last))
 
 
-def _unsupported(params: ConvParams):
+def unsupported(params: ConvParams) -> Optional[str]:
+    """Why the depthwise kernels do not apply to ``params``, or None."""
     if params.groups != params.c:
         return (f"depthwise needs groups == in_channels (one input channel per group), "
                 f"got groups={params.groups} with {params.c} input channels")
     return None
-
-
-register(Algorithm(
-    name="depthwise",
-    unsupported=_unsupported,
-    forward=depthwise_forward,
-    count=direct_macs,
-    grad_input=depthwise_grad_input,
-    grad_weight=depthwise_grad_weight,
-    description="depthwise: per-channel R x S filters vectorised over channels, no tl.dot",
-))

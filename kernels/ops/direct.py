@@ -14,11 +14,11 @@ import torch
 import triton
 import triton.language as tl
 
-from ..epilogue import epilogue_arguments, store_conv_tile
-from ..params import ConvParams
-from ..registry import Algorithm, direct_macs, register
-from ..tuning import TunedKernel, config, grouped_tile
+from ..core.launcher import TunedKernel, config
+from ..core.params import ConvParams
 from .common import acc_dtype, needs_int64, new_output
+from .epilogue import epilogue_arguments, store_conv_tile
+from .tiles import grouped_tile
 
 
 @triton.jit
@@ -108,10 +108,9 @@ DIRECT_FORWARD = TunedKernel(
 )
 
 
-def _launch(kernel, x, w, bias, params: ConvParams, *, scale=None, shift=None, residual=None, activation=0,
-            **constexprs) -> torch.Tensor:
+def direct_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, residual=None, activation=0):
     """Launch the direct forward over the (N*P*Q pixels x K/groups channels) output of each group
-    (grid: tiles, groups); returns the new output in PyTorch's memory format."""
+    (grid: tiles, groups); returns a new output in PyTorch's memory format."""
     out = new_output(params, x.device)
     if out.numel() == 0:
         return out
@@ -121,7 +120,7 @@ def _launch(kernel, x, w, bias, params: ConvParams, *, scale=None, shift=None, r
         triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(params.k_per_group, meta["BLOCK_N"]),
         params.groups,
     )
-    kernel[grid](
+    DIRECT_FORWARD[grid](
         x, w, out, *epilogue.pointers,
         params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group,
         *x.stride(), *w.stride(), *out.stride(), *epilogue.residual_strides,
@@ -130,22 +129,5 @@ def _launch(kernel, x, w, bias, params: ConvParams, *, scale=None, shift=None, r
         **epilogue.flags,
         ACC_DTYPE=acc_dtype(params.dtype),
         USE_INT64=needs_int64(x, w, out, epilogue.residual_or_out),
-        **constexprs,
     )
     return out
-
-
-def direct_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, residual=None, activation=0):
-    """Launch the direct forward; returns a new output in PyTorch's memory format."""
-    return _launch(
-        DIRECT_FORWARD, x, w, bias, params, scale=scale, shift=shift, residual=residual,
-        activation=activation)
-
-
-register(Algorithm(
-    name="direct",
-    unsupported=lambda params: None,  # the definition itself: every shape F.conv2d accepts
-    forward=direct_forward,
-    count=direct_macs,
-    description="direct: explicit multiply-accumulate over (c, r, s), outer products, no tl.dot",
-))

@@ -1,0 +1,172 @@
+"""grad_input (dgrad) of a convolution: an implicit-GEMM transposed convolution on NHWC operands.
+
+Strides are handled by sub-pixel phases instead of a zero-inserted gradient: input rows h with the
+same (h + pad) mod stride are reached by the same kernel taps, so each program serves one phase (a
+grid axis) and visits only the taps that reach it. ONE pipelined loop runs over every (tap of the
+phase, block of output channels); tap indices advance as counters, the row offsets of a tap are the
+first tap's minus a scalar: no division in the loop. Split-K from the planner (``plan``) when the
+tile grid is under a wave; parts are added in a fixed order (``splitk``): deterministic, no atomics.
+A transposed convolution's forward is this kernel too.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ...core.launcher import TunedKernel
+from ...core.layout import channels_last_weight, finish, nhwc
+from ...core.params import ConvParams
+from ..common import acc_dtype, dot_precision, needs_int64, new_buffer
+from ..epilogue import store_conv_tile
+from ..phases import first_tap, stride_phase, tap_steps
+from ..tiles import aligned, grouped_tile, split_range
+from . import plan as gemm_plan
+from .plan import row_strides, vector_width_for
+from .splitk import new_partials, reduce_if_split, splitk_store_partial
+
+
+@triton.jit
+def _dgrad_kernel(
+    dy_ptr, w_ptr, dx_ptr, part_ptr,
+    N, H, W, P, Q, C_PER_GROUP, K_PER_GROUP, H_PER_PHASE, W_PER_PHASE,
+    sd_n, sd_p, sd_q,
+    sw_k, sw_r, sw_s,
+    sx_n, sx_c, sx_h, sx_w,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    tap_step_h, tap_step_w, row_step_h, row_step_w,
+    R: tl.constexpr, S: tl.constexpr, VEC: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_INT64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    """Each program computes dx for BLOCK_M input pixels of one stride phase x BLOCK_N channels of
+    one group, over its part of the reduction.
+
+    Grid: (tiles of (N*H_PER_PHASE*W_PER_PHASE) x C_PER_GROUP, groups, phases * SPLIT_K).
+    dx[n, c, h, w] = sum over the taps (r, s) with (h + pad_h - r*dil_h) divisible by stride_h
+    (likewise w) and over k of dy[n, k, p, q] * weight[k, c, r, s]. A phase's taps are
+    r = r0 + i*tap_step_h (tap_step_h = stride_h / gcd(stride_h, dil_h)); each step moves the dy row
+    by row_step_h = tap_step_h*dil_h/stride_h. dy and weight have unit channel stride.
+    """
+    pid = tl.program_id(0)
+    group = tl.program_id(1)
+    phase = tl.program_id(2) // SPLIT_K
+    split = tl.program_id(2) % SPLIT_K
+    phase_h, phase_w, h_first, w_first = stride_phase(phase, stride_h, stride_w, pad_h, pad_w)
+    K = aligned(K_PER_GROUP, VEC)
+    sd_n, sd_p, sd_q = aligned(sd_n, VEC), aligned(sd_p, VEC), aligned(sd_q, VEC)
+    sw_k, sw_r, sw_s = aligned(sw_k, VEC), aligned(sw_r, VEC), aligned(sw_s, VEC)
+    if USE_INT64:
+        sd_p, sd_q, sw_k = sd_p.to(tl.int64), sd_q.to(tl.int64), sw_k.to(tl.int64)
+
+    M = N * H_PER_PHASE * W_PER_PHASE
+    pid_m, pid_n = grouped_tile(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(C_PER_GROUP, BLOCK_N), GROUP_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if USE_INT64:
+        offs_m = offs_m.to(tl.int64)
+    n = offs_m // (H_PER_PHASE * W_PER_PHASE)
+    ij = offs_m % (H_PER_PHASE * W_PER_PHASE)
+    h = h_first + (ij // W_PER_PHASE) * stride_h
+    w = w_first + (ij % W_PER_PHASE) * stride_w
+    mask_n = offs_n < C_PER_GROUP
+    c = group * C_PER_GROUP + offs_n
+    if USE_INT64:
+        c = c.to(tl.int64)
+
+    # The phase's first tap and its dy row for each pixel (exact divisions, once per program).
+    r0 = first_tap(phase_h, R, dil_h, stride_h)
+    s0 = first_tap(phase_w, S, dil_w, stride_w)
+    taps_h = tl.maximum(tl.cdiv(R - r0, tap_step_h), 0)
+    taps_w = tl.maximum(tl.cdiv(S - s0, tap_step_w), 0)
+    p0 = (h + pad_h - r0 * dil_h) // stride_h
+    q0 = (w + pad_w - s0 * dil_w) // stride_w
+    dy_rows = n * sd_n + p0 * sd_p + q0 * sd_q + group * K
+    w_cols = group * K * sw_k + r0 * sw_r + s0 * sw_s + offs_n
+    # Rows past the GEMM fail every p0 >= dp test. Rows of the phase grid past the image (h >= H)
+    # read real dy rows and are not stored. No row predicate stays live across the loop: a
+    # vector of them ends on the stack in ptxas.
+    p0 = tl.where(offs_m < M, p0, -(1 << 24))
+    offs_k = tl.arange(0, BLOCK_K)
+
+    k_blocks = tl.cdiv(K, BLOCK_K)
+    first, last = split_range(taps_h * taps_w * k_blocks, split, SPLIT_K)
+    tap = first // tl.maximum(k_blocks, 1)
+    k0 = (first % tl.maximum(k_blocks, 1)) * BLOCK_K
+    i = tap // tl.maximum(taps_w, 1)
+    j = tap % tl.maximum(taps_w, 1)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    for _ in range(first, last):
+        dp = i * row_step_h
+        dq = j * row_step_w
+        row_ok = (p0 >= dp) & (p0 < P + dp) & (q0 >= dq) & (q0 < Q + dq)
+        kk = k0 + offs_k
+        k_ok = kk < K
+        a = tl.load(dy_ptr + (dy_rows[:, None] + (kk - dp * sd_p - dq * sd_q)[None, :]),
+                    mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        w_tap = (i * tap_step_h) * sw_r + (j * tap_step_w) * sw_s
+        b = tl.load(w_ptr + (w_cols[None, :] + (kk * sw_k + w_tap)[:, None]),
+                    mask=k_ok[:, None] & mask_n[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+        k0 += BLOCK_K
+        wrap = (k0 >= K).to(tl.int32)
+        k0 *= 1 - wrap
+        j += wrap
+        wrap = (j >= taps_w).to(tl.int32)
+        j *= 1 - wrap
+        i += wrap
+
+    mask_m = (n < N) & (h < H) & (w < W)
+    if SPLIT_K == 1:
+        store_conv_tile(acc, n, h, w, c, mask_m, mask_n, dx_ptr, sx_n, sx_c, sx_h, sx_w,
+                        dx_ptr, dx_ptr, dx_ptr, dx_ptr, 0, 0, 0, 0, False, False, False, 0)
+    else:
+        pixel = (n * H + h) * W + w
+        splitk_store_partial(acc, part_ptr, split, pixel, c, mask_m, mask_n, N * H * W,
+                             C_PER_GROUP * tl.num_programs(1))
+
+
+DGRAD = TunedKernel(
+    _dgrad_kernel, configs=gemm_plan.static_menu(flattened=True), key=gemm_plan.BACKWARD_KEY,
+    interpreter_config=gemm_plan.INTERPRETER_CONFIG, tile_operands=gemm_plan.TILE_OPERANDS,
+)
+
+def grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, channels_last: bool) -> torch.Tensor:
+    """dx for ``params``, in channels_last or contiguous layout as asked."""
+    dx = new_buffer((params.n, params.c, params.h, params.w), dy.dtype, dy.device, channels_last=True)
+    if dx.numel() == 0:
+        return finish(dx, channels_last)
+    dy = nhwc(dy)
+    w = channels_last_weight(w)
+    sh, sw = params.stride
+    h_per_phase, w_per_phase = triton.cdiv(params.h, sh), triton.cdiv(params.w, sw)
+    (tap_step_h, row_step_h), (tap_step_w, row_step_w) = (tap_steps(sh, params.dilation[0]),
+                                                          tap_steps(sw, params.dilation[1]))
+    rows = params.n * h_per_phase * w_per_phase
+    taps = triton.cdiv(params.r, tap_step_h) * triton.cdiv(params.s, tap_step_w)
+    candidates = gemm_plan.plan(gemm_plan.GemmProblem(
+        m=rows, n=params.c_per_group, reduction_block=params.k_per_group, outer_blocks=taps,
+        programs=params.groups * sh * sw, element_bytes=dy.element_size(), flattened=params.r * params.s > 1))
+    splits = gemm_plan.largest_split(candidates)
+    part = new_partials(splits, params.n * params.h * params.w, params.c, dy.dtype, dy.device) if splits > 1 else dx
+    dy_strides, w_strides = row_strides(dy), row_strides(w)
+    vec = vector_width_for(dy.dtype, params.k_per_group, *dy_strides, *w_strides, tensors=(dy, w))
+    grid = lambda meta: (
+        triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(params.c_per_group, meta["BLOCK_N"]),
+        params.groups,
+        sh * sw * meta["SPLIT_K"],
+    )
+    chosen = DGRAD.launch(
+        grid, candidates,
+        dy, w, dx, part,
+        params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group,
+        h_per_phase, w_per_phase,
+        *dy_strides, *w_strides, *dx.stride(),
+        *params.geometry, tap_step_h, tap_step_w, row_step_h, row_step_w,
+        R=params.r, S=params.s, VEC=vec,
+        ACC_DTYPE=acc_dtype(dy.dtype), DOT_PRECISION=dot_precision(dy.dtype),
+        USE_INT64=needs_int64(dy, w, dx, part),
+    )
+    reduce_if_split(chosen, part, dx, (params.h, params.w), dx.stride())
+    return finish(dx, channels_last)

@@ -1,0 +1,210 @@
+"""Implicit-GEMM ("im2col" without the column buffer) forward convolution, on NHWC operands.
+
+The GEMM: rows = the N*P*Q output pixels, columns = the output channels of one group,
+reduction = (r, s, c) with c innermost. A row of the virtual im2col matrix is gathered straight
+from the NHWC input (a channel run of one input pixel per tap); padding is a masked load; the
+weight is read in (K, R, S, C) order. Groups are a grid axis, split-K parts another.
+
+Main loop: ONE software-pipelined loop over every (tap, channel block) of the reduction, so the
+pipeline fills once per program (not once per tap). Row offsets and padding tests are formed once
+per program; each iteration adds a scalar tap offset, and (r, s, c0) advance as counters, with no
+division in the loop. 1x1 kernels (``pointwise``) run the same kernel, whose loop is then a plain
+channel loop.
+
+NCHW or strided inputs are served through one copy to NHWC (``core.layout.nhwc``); the output is
+written NHWC and copied out when PyTorch's rule says NCHW (``core.layout.finish``).
+
+Pointwise (1x1) convolutions are this kernel with R = S = 1: out[pixels, k] = x[pixels, c] @ w[c, k]
+per group; stride and padding only change which input pixel a row reads (ResNet's strided 1x1
+downsample reads every second pixel by indexing, nothing is copied), and the plain channel loop may
+use 8-warp 128x256 tiles.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from typing import Optional
+
+from ...core.launcher import TunedKernel
+from ...core.layout import channels_last_weight, finish, nhwc
+from ...core.params import ConvParams
+from ..common import acc_dtype, dot_precision, needs_int64, new_buffer
+from ..epilogue import epilogue_arguments
+from ..tiles import aligned, grouped_tile, split_range
+from . import plan as gemm_plan
+from .plan import row_strides, vector_width_for
+from .splitk import new_partials, reduce_if_split, store_output_or_partial
+
+
+@triton.jit
+def _gather_tiles(x_ptr, w_ptr, x_rows, w_cols, h0, w0, mask_m, mask_n, r, s, c0, offs_c, C, H, W,
+                  dil_h, dil_w, sx_h, sx_w, sw_r, sw_s):
+    """The A tile x[rows, tap (r, s), c0:c0+BLOCK_K] (zeros in the padding) and the B tile
+    w[k, r, s, c0:c0+BLOCK_K]^T of one reduction step."""
+    h_off = r * dil_h
+    w_off = s * dil_w
+    row_ok = mask_m & (h0 >= -h_off) & (h0 < H - h_off) & (w0 >= -w_off) & (w0 < W - w_off)
+    c = c0 + offs_c
+    c_ok = c < C
+    a = tl.load(x_ptr + (x_rows[:, None] + (h_off * sx_h + w_off * sx_w + c)[None, :]),
+                mask=row_ok[:, None] & c_ok[None, :], other=0.0)
+    b = tl.load(w_ptr + (w_cols[None, :] + (r * sw_r + s * sw_s + c)[:, None]),
+                mask=c_ok[:, None] & mask_n[None, :], other=0.0)
+    return a, b
+
+
+@triton.jit
+def _im2col_forward_kernel(
+    x_ptr, w_ptr, out_ptr, part_ptr, bias_ptr, scale_ptr, shift_ptr, res_ptr,
+    N, H, W, P, Q, C_PER_GROUP, K_PER_GROUP,
+    sx_n, sx_h, sx_w,
+    sw_k, sw_r, sw_s,
+    so_n, so_k, so_p, so_q,
+    sr_n, sr_k, sr_p, sr_q,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    R: tl.constexpr, S: tl.constexpr, VEC: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+    ACTIVATION: tl.constexpr, ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    USE_INT64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    """Each program computes a [BLOCK_M pixels x BLOCK_N output channels] tile of one group,
+    over its part of the (r, s, c) reduction.
+
+    Grid: (tiles of the N*P*Q x K_PER_GROUP GEMM, groups, SPLIT_K). Input and weight have unit
+    channel stride (NHWC input, (K, R, S, C) weight); VEC divides every channel count and row
+    stride. SPLIT_K == 1 ends in the shared epilogue; otherwise the fp32 partial goes to
+    part[split, pixel, channel] for ``splitk.split_reduce``.
+    """
+    pid = tl.program_id(0)
+    group = tl.program_id(1)
+    split = tl.program_id(2)
+    C = aligned(C_PER_GROUP, VEC)
+    M = N * P * Q
+    pid_m, pid_n = grouped_tile(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(K_PER_GROUP, BLOCK_N), GROUP_M)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < M
+    mask_n = offs_n < K_PER_GROUP
+    if USE_INT64:
+        offs_m = offs_m.to(tl.int64)
+    n = offs_m // (P * Q)
+    pq = offs_m % (P * Q)
+    p = pq // Q
+    q = pq % Q
+    k = group * K_PER_GROUP + offs_n
+    if USE_INT64:
+        k = k.to(tl.int64)
+
+    sx_n, sx_h, sx_w = aligned(sx_n, VEC), aligned(sx_h, VEC), aligned(sx_w, VEC)
+    sw_k, sw_r, sw_s = aligned(sw_k, VEC), aligned(sw_r, VEC), aligned(sw_s, VEC)
+    if USE_INT64:
+        sx_h, sx_w, sw_r, sw_s = sx_h.to(tl.int64), sx_w.to(tl.int64), sw_r.to(tl.int64), sw_s.to(tl.int64)
+
+    # Once per program: each row's input pixel at tap (0, 0) and its channel-run offset.
+    h0 = p * stride_h - pad_h
+    w0 = q * stride_w - pad_w
+    x_rows = n * sx_n + h0 * sx_h + w0 * sx_w + group * C
+    w_cols = k * sw_k
+    offs_c = tl.arange(0, BLOCK_K)
+
+    c_blocks = tl.cdiv(C, BLOCK_K)
+    first, last = split_range(R * S * c_blocks, split, SPLIT_K)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    if R * S == 1:
+        # 1x1: the reduction is the channels alone, a plain loop (8 warps are safe here).
+        for c0 in range(first * BLOCK_K, last * BLOCK_K, BLOCK_K):
+            a, b = _gather_tiles(x_ptr, w_ptr, x_rows, w_cols, h0, w0, mask_m, mask_n, 0, 0, c0, offs_c, C, H, W,
+                                 dil_h, dil_w, sx_h, sx_w, sw_r, sw_s)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+    else:
+        # One loop over every (tap, channel block); (r, s, c0) of the first iteration, then counters.
+        tap = first // c_blocks
+        c0 = (first % c_blocks) * BLOCK_K
+        r = tap // S
+        s = tap % S
+        for _ in range(first, last):
+            a, b = _gather_tiles(x_ptr, w_ptr, x_rows, w_cols, h0, w0, mask_m, mask_n, r, s, c0, offs_c, C, H, W,
+                                 dil_h, dil_w, sx_h, sx_w, sw_r, sw_s)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+            c0 += BLOCK_K
+            wrap = (c0 >= C).to(tl.int32)
+            c0 *= 1 - wrap
+            s += wrap
+            wrap = (s >= S).to(tl.int32)
+            s *= 1 - wrap
+            r += wrap
+
+    store_output_or_partial(
+        acc, n, p, q, k, offs_m, mask_m, mask_n,
+        out_ptr, so_n, so_k, so_p, so_q,
+        bias_ptr, scale_ptr, shift_ptr,
+        res_ptr, sr_n, sr_k, sr_p, sr_q,
+        HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION,
+        part_ptr, split, M, K_PER_GROUP * tl.num_programs(1), SPLIT_K,
+    )
+
+
+IM2COL_FORWARD = TunedKernel(
+    _im2col_forward_kernel,
+    configs=gemm_plan.static_menu(flattened=True),
+    key=["N", "H", "W", "P", "Q", "C_PER_GROUP", "K_PER_GROUP", "R", "S", "stride_h", "stride_w", "dil_h", "dil_w",
+         "VEC", "HAS_BIAS", "HAS_SCALE", "HAS_RESIDUAL", "ACTIVATION", "ACC_DTYPE", "DOT_PRECISION", "USE_INT64"],
+    interpreter_config=gemm_plan.INTERPRETER_CONFIG,
+    tile_operands=gemm_plan.TILE_OPERANDS,
+)
+
+
+def forward_problem(params: ConvParams, element_bytes: int) -> gemm_plan.GemmProblem:
+    return gemm_plan.GemmProblem(
+        m=params.n * params.p * params.q, n=params.k_per_group, reduction_block=params.c_per_group,
+        outer_blocks=params.r * params.s, programs=params.groups, element_bytes=element_bytes,
+        flattened=params.r * params.s > 1)
+
+
+def im2col_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, residual=None, activation=0):
+    """Launch the implicit-GEMM forward (split-K when planned); returns the output in PyTorch's
+    memory format."""
+    x = nhwc(x)
+    w = channels_last_weight(w)
+    out = new_buffer(params.output_shape, params.dtype, x.device, channels_last=True)
+    if out.numel() == 0:
+        return finish(out, params.channels_last)
+    candidates = gemm_plan.plan(forward_problem(params, x.element_size()))
+    splits = gemm_plan.largest_split(candidates)
+    m = params.n * params.p * params.q
+    part = new_partials(splits, m, params.k, params.dtype, x.device) if splits > 1 else out
+    epilogue = epilogue_arguments(out, bias, scale, shift, residual, activation)
+    x_strides, w_strides = row_strides(x), row_strides(w)
+    vec = vector_width_for(params.dtype, params.c_per_group, *x_strides, *w_strides, tensors=(x, w))
+    grid = lambda meta: (
+        triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(params.k_per_group, meta["BLOCK_N"]),
+        params.groups,
+        meta["SPLIT_K"],
+    )
+    chosen = IM2COL_FORWARD.launch(
+        grid, candidates,
+        x, w, out, part, *epilogue.pointers,
+        params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group,
+        *x_strides, *w_strides,
+        *out.stride(), *epilogue.residual_strides,
+        *params.geometry,
+        R=params.r, S=params.s, VEC=vec,
+        **epilogue.flags,
+        ACC_DTYPE=acc_dtype(params.dtype), DOT_PRECISION=dot_precision(params.dtype),
+        USE_INT64=needs_int64(x, w, out, part, epilogue.residual_or_out),
+    )
+    reduce_if_split(chosen, part, out, (params.p, params.q), out.stride(), bias=bias, scale=scale, shift=shift,
+                    residual=residual, activation=activation)
+    return finish(out, params.channels_last)
+
+
+def pointwise_unsupported(params: ConvParams) -> Optional[str]:
+    """Why the ``pointwise`` entry (this kernel on a 1x1, whose loop is then a plain channel loop)
+    does not apply, or None."""
+    if (params.r, params.s) != (1, 1):
+        return f"pointwise needs a 1x1 kernel, got {params.r}x{params.s}"
+    return None

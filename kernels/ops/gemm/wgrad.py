@@ -1,0 +1,133 @@
+"""grad_weight (wgrad) of a convolution: one GEMM per kernel tap on NHWC operands.
+
+Per tap (r, s): dw[k, c, r, s] = sum over the N*P*Q output pixels of dy[pixel, k] * x[tap pixel, c],
+a (K/groups x C/groups) GEMM reduced over pixels, whose coordinates advance by a mixed-radix add
+(``tiles.advance_pixels``), not a division. Split-K from the planner (``plan``) when the tile grid is
+under a wave; parts are added in a fixed order (``splitk``): deterministic, no atomics.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ...core.launcher import TunedKernel
+from ...core.layout import finish, nhwc
+from ...core.params import ConvParams
+from ..common import acc_dtype, dot_precision, needs_int64, new_buffer
+from ..tiles import advance_pixels, aligned, grouped_tile, pixel_walk, split_range
+from . import plan as gemm_plan
+from .plan import row_strides, vector_width_for
+from .splitk import new_partials, reduce_if_split, splitk_store_partial
+
+
+@triton.jit
+def _wgrad_kernel(
+    x_ptr, dy_ptr, dw_ptr, part_ptr,
+    N, H, W, P, Q, C_PER_GROUP, K_PER_GROUP,
+    sx_n, sx_h, sx_w,
+    sd_n, sd_p, sd_q,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    R: tl.constexpr, S: tl.constexpr, VEC: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_INT64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    """Each program computes dw[BLOCK_M out-channels, BLOCK_N in-channels] of one group for one
+    kernel tap (r, s), over its part of the N*P*Q reduction.
+
+    Grid: (tiles of K_PER_GROUP x C_PER_GROUP, R*S*SPLIT_K, groups). x and dy have unit channel
+    stride. dw is written (K, R, S, C_PER_GROUP)-contiguous (or, split, as
+    part[split, k, (r*S + s)*C_PER_GROUP + c] for ``splitk.split_reduce``).
+    """
+    pid = tl.program_id(0)
+    tap = tl.program_id(1) // SPLIT_K
+    split = tl.program_id(1) % SPLIT_K
+    group = tl.program_id(2)
+    r = tap // S
+    s = tap % S
+    Cg = aligned(C_PER_GROUP, VEC)
+    Kg = aligned(K_PER_GROUP, VEC)
+    sx_n, sx_h, sx_w = aligned(sx_n, VEC), aligned(sx_h, VEC), aligned(sx_w, VEC)
+    sd_n, sd_p, sd_q = aligned(sd_n, VEC), aligned(sd_p, VEC), aligned(sd_q, VEC)
+
+    pid_m, pid_n = grouped_tile(pid, tl.cdiv(Kg, BLOCK_M), tl.cdiv(Cg, BLOCK_N), GROUP_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < Kg
+    mask_n = offs_n < Cg
+    k = group * Kg + offs_m
+    c = group * Cg + offs_n
+    if USE_INT64:
+        k = k.to(tl.int64)
+        c = c.to(tl.int64)
+
+    NPQ = N * P * Q
+    first, last = split_range(tl.cdiv(NPQ, BLOCK_K), split, SPLIT_K)
+    # Pixel coordinates of the first reduction block (divisions once), then a constant stride.
+    n, p, q, step_n, step_p, step_q = pixel_walk(first * BLOCK_K, BLOCK_K, P, Q, USE_INT64)
+    h_tap = r * dil_h - pad_h
+    w_tap = s * dil_w - pad_w
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    for _ in range(first, last):
+        j_ok = n < N
+        h = p * stride_h + h_tap
+        w = q * stride_w + w_tap
+        x_ok = j_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+        a = tl.load(dy_ptr + ((n * sd_n + p * sd_p + q * sd_q)[None, :] + k[:, None]),
+                    mask=mask_m[:, None] & j_ok[None, :], other=0.0)
+        b = tl.load(x_ptr + ((n * sx_n + h * sx_h + w * sx_w)[:, None] + c[None, :]),
+                    mask=x_ok[:, None] & mask_n[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+        n, p, q = advance_pixels(n, p, q, step_n, step_p, step_q, P, Q)
+
+    cols = (r * S + s) * Cg + offs_n
+    if SPLIT_K == 1:
+        offs = k[:, None] * (R * S * Cg) + cols[None, :]
+        tl.store(dw_ptr + offs, acc.to(dw_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    else:
+        splitk_store_partial(acc, part_ptr, split, k, cols, mask_m, mask_n, Kg * tl.num_programs(2), R * S * Cg)
+
+
+# One GEMM per tap: the loop walks pixels only, so 8-warp tiles are allowed.
+WGRAD = TunedKernel(
+    _wgrad_kernel, configs=gemm_plan.static_menu(flattened=False), key=gemm_plan.BACKWARD_KEY,
+    interpreter_config=gemm_plan.INTERPRETER_CONFIG, tile_operands=gemm_plan.TILE_OPERANDS,
+)
+
+def grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams, channels_last: bool) -> torch.Tensor:
+    """dw for ``params`` (K, C/groups, R, S), deterministic."""
+    shape = (params.k, params.c_per_group, params.r, params.s)
+    # The kernels write (K, R, S, C/groups) order: a channels_last weight.
+    dw = new_buffer(shape, dy.dtype, dy.device, channels_last=True)
+    if params.n * params.p * params.q == 0:
+        return finish(dw.zero_(), channels_last)
+    dy, x = nhwc(dy), nhwc(x)
+    npq = params.n * params.p * params.q
+    candidates = gemm_plan.plan(gemm_plan.GemmProblem(
+        m=params.k_per_group, n=params.c_per_group, reduction_block=npq, outer_blocks=1,
+        programs=params.groups * params.r * params.s, element_bytes=dy.element_size(), flattened=False))
+    splits = gemm_plan.largest_split(candidates)
+    cols = params.r * params.s * params.c_per_group
+    part = new_partials(splits, params.k, cols, dy.dtype, dy.device) if splits > 1 else dw
+    x_strides, dy_strides = row_strides(x), row_strides(dy)
+    vec = vector_width_for(dy.dtype, params.k_per_group, params.c_per_group, *x_strides, *dy_strides,
+                           tensors=(x, dy))
+    grid = lambda meta: (
+        triton.cdiv(params.k_per_group, meta["BLOCK_M"]) * triton.cdiv(params.c_per_group, meta["BLOCK_N"]),
+        params.r * params.s * meta["SPLIT_K"],
+        params.groups,
+    )
+    chosen = WGRAD.launch(
+        grid, candidates,
+        x, dy, dw, part,
+        params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group,
+        *x_strides, *dy_strides,
+        *params.geometry,
+        R=params.r, S=params.s, VEC=vec,
+        ACC_DTYPE=acc_dtype(dy.dtype), DOT_PRECISION=dot_precision(dy.dtype),
+        USE_INT64=needs_int64(x, dy, dw, part),
+    )
+    # dw viewed as rows k x columns (r, s, c): row stride R*S*C/groups, column stride 1.
+    reduce_if_split(chosen, part, dw, (1, 1), (cols, 1, 0, 0))
+    return finish(dw, channels_last)
