@@ -344,11 +344,16 @@ def session_section(session: dict, compact: bool = False) -> List[str]:
              f"{session.get('budget_s', 0):.0f} s budget ({session.get('margin_s', 0):.0f} s of it kept as margin); "
              f"commit `{session.get('commit', '?')}` ({session.get('commit_source', '?')}), source fingerprint "
              f"`{session.get('source_fingerprint', '?')}`.", ""]
-    header = ["stage"] + ([] if compact else ["what it measures"]) + ["budget s", "given s", "took s", "status"]
+    environment = session.get("environment")
+    if environment:
+        lines += [environment_sentence(environment), ""]
+    header = ["stage"] + ([] if compact else ["what it measures"]) + ["budget s", "given s", "took s", "steps",
+                                                                      "status"]
     lines += _table(header, [
         [st["name"]] + ([] if compact else [st.get("describes", "")]) + [
             _fmt(st.get("budget_s"), ".0f"), _fmt(st.get("timeout_s"), ".0f"), _fmt(st.get("elapsed_s"), ".0f"),
-            st["status"]] for st in session.get("stages", [])])
+            f"{st['steps_done']}/{st['steps']}" if st.get("steps") is not None else "", st["status"]]
+        for st in session.get("stages", [])])
     for name, smoke in session.get("pytest", {}).items():
         lines += [f"**{name}**: " + smoke_sentence(smoke), ""]
         failures = smoke.get("failed", [])
@@ -361,6 +366,15 @@ def session_section(session: dict, compact: bool = False) -> List[str]:
     if large:
         lines += ["**Input past 2³¹ elements**: " + large_input_sentence(large), ""]
     return lines
+
+
+def environment_sentence(env: dict) -> str:
+    device = f"{env.get('device')}" + (f" ({env['sm_count']} SMs, {env.get('memory_gib')} GiB, sm_{str(env.get('capability', '')).replace('.', '')})"
+                                       if env.get("sm_count") else "")
+    versions = ", ".join(f"{label} {env[key]}" for key, label in (
+        ("driver", "driver"), ("torch", "torch"), ("cuda", "CUDA"), ("cudnn", "cuDNN"), ("triton", "triton"),
+        ("python", "Python")) if env.get(key))
+    return f"Environment: {device}; {versions}."
 
 
 def smoke_sentence(smoke: dict) -> str:

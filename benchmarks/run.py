@@ -32,6 +32,8 @@ from .timing import measure_peaks
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUICK_LAYERS = 4
+# Set by a GPU session (benchmarks/session.py) to the stage's name; recorded in the settings.
+SESSION_STAGE = "SESSION_STAGE"
 PASSES = ("forward", "backward")
 
 # Under the interpreter, end to end runs one reduced network (a full-width one takes minutes).
@@ -262,7 +264,8 @@ def run(args) -> Results:
     meta["settings"] = dict(suites=args.suites, batches=args.batches, dtypes=args.dtypes, layouts=args.layouts,
                             passes=args.passes, quick=args.quick, scale=None if ON_GPU else list(args.scale),
                             layers=not args.no_layers, models=not args.no_models, model_impls=args.model_impls,
-                            time_budget=args.time_budget)
+                            time_budget=args.time_budget, steps=len(case_steps) + len(model_steps), steps_done=0,
+                            session_stage=os.environ.get(SESSION_STAGE))
     not_run: List[str] = []
 
     def out_of_time(label: str) -> bool:
@@ -284,6 +287,7 @@ def run(args) -> Results:
             rows = run_case(run_shape, PRECISIONS[dtype], layout, peaks, full_case=case, inductor=args.inductor)
         else:
             rows = run_backward_case(run_shape, PRECISIONS[dtype], layout, peaks, full_case=case)
+        meta["settings"]["steps_done"] += 1
         results.add_cases(step, rows)
         if ON_GPU:
             torch.cuda.empty_cache()
@@ -301,6 +305,7 @@ def run(args) -> Results:
             else:
                 rows = run_model(suite, batch, CPU_MODEL_IMAGE, PRECISIONS[dtype], layout, compile_model=False,
                                  builder_args=CPU_MODELS[suite], impls=args.model_impls)
+            meta["settings"]["steps_done"] += 1
             results.add_models(step, rows)
             if ON_GPU:
                 torch.cuda.empty_cache()

@@ -160,6 +160,15 @@ class Session:
                 log.write(f"\n===== {stage.name} [{index + 1}/{len(logs)}] =====\n".encode())
                 log.write(path.read_bytes())
 
+    def _benchmark_steps(self, stage: Stage) -> dict:
+        """How many steps a benchmark stage planned and ran, and those it did not reach, from the
+        settings its run left in results.json (none if it was killed before its first write)."""
+        settings = (jsonfile.read(self.results, {}) or {}).get("settings") or {}
+        if settings.get("session_stage") != stage.name:
+            return {}
+        return dict(steps=settings.get("steps"), steps_done=settings.get("steps_done"),
+                    not_run=settings.get("not_run", []))
+
     def run_stage(self, index: int, scratch: Path) -> dict:
         stage = self.stages[index]
         entry = dict(name=stage.name, describes=stage.describes, budget_s=stage.seconds)
@@ -176,6 +185,7 @@ class Session:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
+        env["SESSION_STAGE"] = stage.name  # a benchmark records it beside its steps (see _benchmark_steps)
         stream = self.out / f"{stage.name}.jsonl"
         if stage.pytest:
             env.update({STREAM: str(stream), DEADLINE: f"{time.time() + timeout - STOP_EARLY:.1f}"})
@@ -187,6 +197,7 @@ class Session:
         entry["returncodes"] = codes
         entry["status"] = "timed out (killed)" if cut else ("done" if all(c == 0 for c in codes) else f"exit {codes}")
         self._append_log(stage, logs)
+        entry.update(self._benchmark_steps(stage))
         for code, log in zip(codes, logs):
             # pytest's 1 (failures) and 2 (stopped at its deadline) are summarised below; a kill is the status.
             if code is not None and code > 0 and not (stage.pytest and code in (1, 2)):

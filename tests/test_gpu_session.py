@@ -23,6 +23,8 @@ from benchmarks.session import Command, Session, Stage, stage_timeout
 
 ROOT = Path(__file__).resolve().parents[1]
 ON_CPU = not torch.cuda.is_available()
+# On a GPU these would start the real stages or time for real; there the session itself is the test.
+cpu_only = pytest.mark.skipif(not ON_CPU, reason="checks the CPU mode (on a GPU the session runs for real)")
 
 
 def _stage(name, seconds, script, *args):
@@ -103,6 +105,7 @@ def test_a_stage_cut_by_its_timeout_leaves_valid_results(tmp_path):
     assert any("writes-one-row: done" in line for line in printed)
 
 
+@cpu_only
 def test_first_on_a_machine_without_gpu_runs_the_environment_and_skips_the_rest(tmp_path, capsys):
     assert gpu_session.main(["first", "--out", str(tmp_path), "--budget", "120", "--margin", "5", "--workers", "1"]) == 1
     data = json.loads((tmp_path / "results.json").read_text())
@@ -116,6 +119,7 @@ def test_first_on_a_machine_without_gpu_runs_the_environment_and_skips_the_rest(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md", "results.json", "session.log"]
     out = capsys.readouterr().out.rstrip().splitlines()
     assert out[-1] == "(no benchmark rows)" and any(line.startswith("| environment | 15 |") for line in out)
+    assert any(line.startswith("Environment: cpu-interpreter; torch ") for line in out)
 
 
 STREAMED_TESTS = """
@@ -193,7 +197,7 @@ def test_smoke_follows_the_registry(monkeypatch):
     assert len([p for p in params if p.values[0] == "im2col_again"]) == 3 * 12
 
 
-@pytest.mark.skipif(not ON_CPU, reason="the smoke runs for real on a GPU")
+@cpu_only
 def test_smoke_runs_under_the_interpreter_when_asked(tmp_path):
     stream = tmp_path / "smoke.jsonl"
     ids = [f"tests/test_gpu_smoke.py::test_smoke[im2col-{d}-float32-nchw-2x4x8x8-k6-3x3-pad1]"
@@ -226,6 +230,7 @@ def _tiny_suite(monkeypatch):
     monkeypatch.setitem(SUITES, "tiny", lambda **kwargs: Tiny())
 
 
+@cpu_only
 def test_benchmark_merges_into_the_session_file_and_stops_at_its_time_budget(tmp_path, monkeypatch, capsys):
     _tiny_suite(monkeypatch)
     # The file a session has before any benchmark ran: no device yet, a session record, a row of
@@ -241,12 +246,26 @@ def test_benchmark_merges_into_the_session_file_and_stops_at_its_time_budget(tmp
     assert data["device"] == "cpu-interpreter" and {r["layer"] for r in data["layers"]} == {"stem.0", "blocks.0.0", "head"}
     assert data["settings"]["not_run"] == [f"tiny {layer} b1 float32 channels_last forward"
                                            for layer in ("stem.0", "blocks.0.0", "head")]
+    assert (data["settings"]["steps"], data["settings"]["steps_done"]) == (3, 0)
     assert "3 steps not run" in capsys.readouterr().out
     # End to end only (--no-layers) keeps every earlier layer row.
     assert bench_run.main(common + ["--no-layers", "--no-models"]) == 0
     assert json.loads((tmp_path / "results.json").read_text())["cases"] == [earlier_row]
 
 
+@cpu_only
+def test_a_benchmark_stage_reports_its_steps_to_the_session(tmp_path):
+    stage = Stage("mamba-forward", 30, "a real benchmark stage that runs out of time at once",
+                  gpu_session.bench("--suites", "mamba_conv1d", "--no-models", "--time-budget", "0"), needs_gpu=False)
+    data = Session("synthetic", [stage], tmp_path, total=60, margin=5, on_gpu=False, echo=lambda line: None).run()
+    [entry] = data["session"]["stages"]
+    assert entry["status"] == "done" and (entry["steps"], entry["steps_done"]) == (1, 0)
+    assert entry["not_run"] == ["mamba_conv1d conv1d b32 float32 channels_last forward"]
+    assert "| mamba-forward | a real benchmark stage" in (tmp_path / "report.md").read_text()
+    assert "| 0/1 | done |" in (tmp_path / "report.md").read_text()
+
+
+@cpu_only
 def test_warm_runs_its_shard_of_the_steps_and_writes_nothing(tmp_path, monkeypatch, capsys):
     _tiny_suite(monkeypatch)
     monkeypatch.chdir(tmp_path)
@@ -346,3 +365,34 @@ def test_merge_puts_two_commands_under_the_h200_folder(tmp_path, monkeypatch):
     jsonfile.write(tmp_path / "other" / "results.json", dict(meta, device="NVIDIA H100 80GB HBM3", cases=[]))
     with pytest.raises(SystemExit):
         gpu_session.merge([tmp_path / "first", tmp_path / "other"])
+
+
+def test_every_stage_builds_commands_its_programs_accept(tmp_path):
+    """Each stage's command lines, as a GPU session would start them, parse (no typo waits for the GPU)."""
+    from benchmarks import large_input
+    from benchmarks.session import StageContext
+
+    context = StageContext(out=tmp_path, python=sys.executable, timeout=100, workers=3)
+    for name, stages in gpu_session.COMMANDS.items():
+        for stage in stages:
+            commands = stage.commands(context)
+            assert commands, (name, stage.name)
+            for command in commands:
+                module, args = command.argv[2], list(command.argv[3:])
+                assert command.argv[:2] == (sys.executable, "-m")
+                if module == "benchmarks":
+                    parsed = bench_run.parse_args(args)
+                    assert parsed.time_budget == 85 and parsed.batches == [32]
+                    assert parsed.warm == ("--warm" in args) and (parsed.out == tmp_path) != parsed.warm
+                elif module == "pytest":
+                    files = [a for a in args if a.startswith("tests/")]
+                    assert files and all((ROOT / f).exists() for f in files) and stage.pytest
+                elif module == "benchmarks.large_input":
+                    with pytest.raises(SystemExit):  # --help: the arguments are known
+                        large_input.main(args + ["--help"])
+                else:
+                    assert module == "benchmarks.gpu_session" and args[0] == "environment"
+    warm = gpu_session.COMMANDS["first"][2].commands(context)
+    assert [c.argv[c.argv.index("--shard") + 1] for c in warm] == ["0/3", "1/3", "2/3"]
+    smoke = gpu_session.COMMANDS["first"][1].commands(context)
+    assert [dict(c.env)["KERNELS_SMOKE_SHARD"] for c in smoke] == ["0/3", "1/3", "2/3"]
