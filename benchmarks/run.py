@@ -28,12 +28,11 @@ from .layers import LAYOUTS, counts, run_case
 from .models import MODEL_IMPLS
 from .networks import SUITES, ConvCase, all_suites, interpreter_scale, scaled_down, suite_cases
 from .progress import Progress
+from .session import STAGE_VARIABLE
 from .timing import measure_peaks
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUICK_LAYERS = 4
-# Set by a GPU session (benchmarks/session.py) to the stage's name; recorded in the settings.
-SESSION_STAGE = "SESSION_STAGE"
 PASSES = ("forward", "backward")
 
 # Under the interpreter, end to end runs one reduced network (a full-width one takes minutes).
@@ -265,7 +264,7 @@ def run(args) -> Results:
                             passes=args.passes, quick=args.quick, scale=None if ON_GPU else list(args.scale),
                             layers=not args.no_layers, models=not args.no_models, model_impls=args.model_impls,
                             time_budget=args.time_budget, steps=len(case_steps) + len(model_steps), steps_done=0,
-                            session_stage=os.environ.get(SESSION_STAGE))
+                            session_stage=os.environ.get(STAGE_VARIABLE))
     not_run: List[str] = []
 
     def out_of_time(label: str) -> bool:

@@ -37,6 +37,7 @@ KILL_GRACE = 3  # seconds between SIGTERM and SIGKILL
 MIN_STAGE_SECONDS = 5  # a stage offered less (or less than its plan, if that is shorter) is skipped
 POLL_SECONDS = 0.2
 LOG_TAIL_LINES = 15  # lines of a failed process's output printed
+STAGE_VARIABLE = "SESSION_STAGE"  # the stage's name, which a benchmark run records in its settings
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ class Session:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
-        env["SESSION_STAGE"] = stage.name  # a benchmark records it beside its steps (see _benchmark_steps)
+        env[STAGE_VARIABLE] = stage.name  # a benchmark records it beside its steps (see _benchmark_steps)
         stream = self.out / f"{stage.name}.jsonl"
         if stage.pytest:
             env.update({STREAM: str(stream), DEADLINE: f"{time.time() + timeout - STOP_EARLY:.1f}"})
