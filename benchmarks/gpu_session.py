@@ -212,7 +212,10 @@ def summary_lines(data: dict) -> List[str]:
 def run_command(name: str, out: Path, total: float, margin: float, workers: int) -> int:
     import torch
 
-    start = float(os.environ.get("SESSION_START") or 0) or None
+    try:  # the shell's start (gpu_session.sh), so that Python's own start counts too
+        start = float(os.environ.get("SESSION_START", "")) or None
+    except ValueError:
+        start = None
     session = Session(name, COMMANDS[name], out, total, margin, start=start, on_gpu=torch.cuda.is_available(),
                       workers=workers)
     data = session.run()
