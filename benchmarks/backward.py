@@ -18,7 +18,7 @@ import torch
 from .environment import ON_GPU, Precision, precision_mode
 from .layers import case_fields, conv_params, make_inputs, relative_error, result_row, traffic_bytes
 from .networks import ConvCase
-from .timing import Rotation, Timing, run_once, time_calls
+from .timing import Rotation, Timing, run_once, synchronize, time_calls
 
 IMPLEMENTATIONS = ("cudnn", "auto")
 
@@ -58,6 +58,21 @@ class _Backward:
         out, inputs, grad_out = self.graphs[self.index]
         self.index = (self.index + 1) % len(self.graphs)
         return torch.autograd.grad(out, inputs, grad_out, retain_graph=True)
+
+
+def warm_backward_case(case: ConvCase, precision: Precision, layout: str) -> Dict[str, str]:
+    """Run ``auto``'s backward of ``case`` once, untimed and unchecked, so that its kernels are
+    compiled into Triton's cache (``python -m benchmarks --warm``); name -> failure if it raised."""
+    with precision_mode(precision):
+        try:
+            x, w, b = make_inputs(case, precision, layout)
+            with torch.no_grad():
+                grad_out = torch.randn_like(case.functional(x, w, b, **case.conv_args()))
+            _gradients(lambda *t, **kw: case.ours(*t, **kw, algorithm="auto"), x, w, b, grad_out, case.conv_args())
+            synchronize()
+        except Exception as error:  # noqa: BLE001 - the timed run reports it
+            return {"auto": f"failed: {type(error).__name__}: {error}"[:300]}
+    return {}
 
 
 def run_backward_case(case: ConvCase, precision: Precision, layout: str, peaks: dict,

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from . import provenance
+
 ON_GPU = torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"
 REPO = Path(__file__).resolve().parent.parent
@@ -56,22 +58,18 @@ def device_name() -> str:
 
 
 def device_slug(name: str) -> str:
+    """The results folder's name for a device, from the name ``torch.cuda.get_device_name()``
+    reports: ``NVIDIA H200`` -> ``nvidia-h200``, ``NVIDIA H100 80GB HBM3`` -> ``nvidia-h100-80gb-hbm3``."""
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "device"
 
 
-def _run(cmd) -> str:
+def command_output(cmd) -> str:
+    """The command's standard output, stripped; empty if it fails or is missing."""
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return ""
     return result.stdout.strip() if result.returncode == 0 else ""
-
-
-def git_commit() -> str:
-    commit = _run(["git", "rev-parse", "--short", "HEAD"]) or "unknown"
-    if commit != "unknown" and _run(["git", "status", "--porcelain", "--untracked-files=no", "--", "kernels", "cnn"]):
-        commit += "+dirty"
-    return commit
 
 
 def _auto_autotune():
@@ -87,6 +85,7 @@ def metadata() -> dict:
     """Versions and device facts recorded at the top of every report."""
     import triton
 
+    commit, commit_source = provenance.commit(REPO)
     meta = dict(
         device=device_name(),
         interpreter=not ON_GPU,
@@ -95,7 +94,9 @@ def metadata() -> dict:
         cuda=torch.version.cuda,
         cudnn=torch.backends.cudnn.version() if ON_GPU else None,
         driver=None,
-        commit=git_commit(),
+        commit=commit,
+        commit_source=commit_source,
+        source_fingerprint=provenance.tree_fingerprint(REPO),
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         host_cpu=platform.processor() or platform.machine(),
         python=platform.python_version(),
@@ -104,7 +105,7 @@ def metadata() -> dict:
     if ON_GPU:
         props = torch.cuda.get_device_properties(0)
         meta.update(
-            driver=_run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]).splitlines()[0:1] or None,
+            driver=command_output(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]).splitlines()[0:1] or None,
             sm_count=props.multi_processor_count,
             memory_gib=round(props.total_memory / 2**30, 1),
             l2_bytes=getattr(props, "L2_cache_size", None),

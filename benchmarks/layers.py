@@ -21,7 +21,7 @@ from kernels.dispatch import resolve
 
 from .environment import DEVICE, ON_GPU, Precision, precision_mode
 from .networks import ConvCase
-from .timing import Rotation, Timing, bound_and_fraction, run_once, time_calls
+from .timing import Rotation, Timing, bound_and_fraction, run_once, synchronize, time_calls
 
 # Relative error (L2 norm of the difference over the norm of the reference) above which a
 # result counts as wrong. Rounding the output alone costs about 3e-4 (fp16), 2e-3 (bf16),
@@ -106,6 +106,22 @@ def implementations(case: ConvCase, rotation: Rotation, inductor: bool = False) 
         compiled = torch.compile(lambda x, w, b: case.functional(x, w, b, **args), mode="max-autotune", dynamic=False)
         impls["inductor"] = lambda: compiled(*rotation.next())
     return impls
+
+
+def warm_case(case: ConvCase, precision: Precision, layout: str) -> Dict[str, str]:
+    """Run ``auto`` and every eligible algorithm on ``case`` once, untimed and unchecked, so that
+    their kernels are compiled into Triton's cache (``python -m benchmarks --warm``). Returns
+    name -> failure for the calls that raised."""
+    failures: Dict[str, str] = {}
+    with torch.no_grad(), precision_mode(precision):
+        x, w, b = make_inputs(case, precision, layout)
+        for name in ("auto", *eligible_algorithms(case)):
+            try:
+                case.ours(x, w, b, **case.conv_args(), algorithm=name)
+                synchronize()
+            except Exception as error:  # noqa: BLE001 - the timed run reports it
+                failures[name] = f"failed: {type(error).__name__}: {error}"[:300]
+    return failures
 
 
 def case_fields(case: ConvCase) -> dict:

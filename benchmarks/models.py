@@ -13,7 +13,7 @@ All four hold the same weights and BatchNorm statistics (calibrated on random im
 from __future__ import annotations
 
 import copy
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -21,7 +21,7 @@ import torch.nn as nn
 from .environment import DEVICE, ON_GPU, Precision, precision_mode
 from .layers import relative_error
 from .networks import SUITES
-from .timing import Rotation, run_once, time_calls
+from .timing import Rotation, run_once, synchronize, time_calls
 
 MODEL_IMPLS = ("eager", "compile", "kernels", "kernels_fused")
 
@@ -98,9 +98,32 @@ def build_variants(suite: str, precision: Precision, layout: str, compile_model:
     return variants
 
 
+def warm_model(suite: str, batch: int, image: int, precision: Precision, layout: str,
+               impls: Optional[Sequence[str]] = None, builder_args: Optional[dict] = None) -> Dict[str, str]:
+    """Run our variants of ``suite``'s network (those of ``impls`` if given) once, untimed and
+    unchecked, so that their kernels are compiled into Triton's cache (``python -m benchmarks
+    --warm``). Returns name -> failure for the variants that raised."""
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    failures: Dict[str, str] = {}
+    with torch.no_grad(), precision_mode(precision):
+        variants = build_variants(suite, precision, layout, False, image, builder_args)
+        x = torch.randn(batch, 3, image, image, device=DEVICE, dtype=precision.dtype).to(memory_format=fmt)
+        for name, model in variants.items():
+            if name == "eager" or (impls is not None and name not in impls):
+                continue
+            try:
+                model(x)
+                synchronize()
+            except Exception as error:  # noqa: BLE001 - the timed run reports it
+                failures[name] = f"failed: {type(error).__name__}: {error}"[:300]
+    return failures
+
+
 def run_model(suite: str, batch: int, image: int, precision: Precision, layout: str,
-              compile_model: bool = True, builder_args: Optional[dict] = None) -> List[dict]:
-    """One row per variant of ``suite``'s network on a ``batch`` x 3 x ``image``^2 input."""
+              compile_model: bool = True, builder_args: Optional[dict] = None,
+              impls: Optional[Sequence[str]] = None) -> List[dict]:
+    """One row per variant of ``suite``'s network (those of ``impls`` if given) on a ``batch`` x 3
+    x ``image``^2 input."""
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     with torch.no_grad(), precision_mode(precision):
         variants = build_variants(suite, precision, layout, compile_model, image, builder_args)
@@ -113,7 +136,8 @@ def run_model(suite: str, batch: int, image: int, precision: Precision, layout: 
             reference_model = copy.deepcopy(variants["eager"]).to(reference_dtype)
             ref = reference_model(first.to(reference_dtype))
             del reference_model
-        fns: Dict[str, Callable] = {name: (lambda m=model: m(*rotation.next())) for name, model in variants.items()}
+        fns: Dict[str, Callable] = {name: (lambda m=model: m(*rotation.next())) for name, model in variants.items()
+                                    if impls is None or name in impls}
         errors, failures, once = {}, {}, {}
         for name, fn in fns.items():
             rotation.index = 0

@@ -1,36 +1,40 @@
-"""A dependency-free progress bar for long runs (one updating line on a terminal, a line per
-step in a log)."""
+"""The progress of a long run, by tqdm: a live bar on a terminal; in a log (a device command's
+output, a CI job) one tqdm-formatted line per step, since a redrawn bar is one unreadable line there."""
 from __future__ import annotations
 
 import sys
 import time
 
+from tqdm import tqdm
+
 
 class Progress:
-    def __init__(self, total: int, stream=sys.stderr, width: int = 28):
-        self.total = max(total, 1)
+    """``step(label)`` announces that the step ``label`` starts; ``close()`` ends the run."""
+
+    def __init__(self, total: int, stream=None):
+        self.stream = sys.stderr if stream is None else stream
+        self.total = total
         self.done = 0
-        self.stream = stream
-        self.width = width
         self.start = time.perf_counter()
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        on_terminal = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.bar = tqdm(total=total, file=self.stream, dynamic_ncols=True) if on_terminal else None
+
+    def _line(self, label: str) -> None:
+        elapsed = time.perf_counter() - self.start
+        self.stream.write(tqdm.format_meter(self.done, self.total, elapsed, ascii=True, postfix=label) + "\n")
+        self.stream.flush()
 
     def step(self, label: str) -> None:
-        """Announce that ``label`` is starting."""
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
-        filled = self.width * self.done // self.total
-        bar = "#" * filled + "." * (self.width - filled)
-        line = f"[{bar}] {self.done}/{self.total} {elapsed:6.0f}s eta {eta:5.0f}s  {label}"
-        if self.tty:
-            self.stream.write("\r" + line[:150].ljust(150))
+        if self.bar is None:
+            self._line(label)
         else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+            self.bar.update(self.done - self.bar.n)
+            self.bar.set_postfix_str(label)
         self.done += 1
 
     def close(self) -> None:
-        elapsed = time.perf_counter() - self.start
-        message = f"done: {self.total} steps in {elapsed:.0f}s"
-        self.stream.write(("\r" + message.ljust(150) + "\n") if self.tty else message + "\n")
-        self.stream.flush()
+        if self.bar is None:
+            self._line("done")
+        else:
+            self.bar.update(self.done - self.bar.n)
+            self.bar.close()

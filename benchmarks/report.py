@@ -263,6 +263,24 @@ def headline(cases, models) -> List[str]:
     return lines
 
 
+def ridge_points(peaks) -> Dict[str, float]:
+    """precision -> the roofline's ridge point in FLOP per byte (measured peak / measured bandwidth):
+    below it a layer is memory-bound. The device's own: about 295 on an H100 (3.35 TB/s HBM3) and
+    206 on an H200 (4.8 TB/s HBM3e) by the datasheets, at the same tensor-core rate."""
+    bandwidth = peaks.get("bandwidth_gbs")
+    if not bandwidth:
+        return {}
+    return {name: value * 1e12 / (bandwidth * 1e9) for name, value in peaks.get("tflops", {}).items()}
+
+
+def ridge_sentence(peaks) -> str:
+    ridges = ridge_points(peaks)
+    if not ridges:
+        return ""
+    return (" Ridge points (measured peak / measured bandwidth), below which a layer is memory-bound: "
+            + ", ".join(f"{name} {value:.0f} FLOP/byte" for name, value in ridges.items()) + ".")
+
+
 def method_section(meta, peaks, on_gpu: bool) -> List[str]:
     lines = ["## How it was measured", ""]
     if on_gpu:
@@ -290,7 +308,7 @@ def method_section(meta, peaks, on_gpu: bool) -> List[str]:
             f"* Peaks, measured at start: dense {peaks.get('matmul_size')}³ matmul through cuBLAS: "
             + ", ".join(f"{name} {value:.0f} TFLOP/s" for name, value in tf.items())
             + f"; device-to-device copy of {peaks.get('copy_bytes', 0) / 2**30:.0f} GiB: "
-            f"{peaks.get('bandwidth_gbs', 0):.0f} GB/s (read + write).",
+            f"{peaks.get('bandwidth_gbs', 0):.0f} GB/s (read + write)." + ridge_sentence(peaks),
             "* fp32 runs twice: `float32` = IEEE (TF32 off for cuDNN, cuBLAS and our kernels), `tf32` = TF32 on.",
             "* Correctness: each timed implementation's output on the first input set is compared with cuDNN "
             "in fp32 with TF32 off on the same inputs: relative error = ‖out − ref‖₂ / ‖ref‖₂; ✗ marks "
@@ -309,17 +327,94 @@ def method_section(meta, peaks, on_gpu: bool) -> List[str]:
     return lines + [""]
 
 
+def sessions_of(meta) -> List[dict]:
+    """The GPU sessions (``benchmarks/gpu_session.py``) a results file holds: one, or several merged."""
+    return list(meta.get("sessions") or ([meta["session"]] if meta.get("session") else []))
+
+
+SMOKE_FAILURES_SHOWN = 40
+SMOKE_FAILURES_PRINTED = 15  # in the summary a device command's output ends with
+
+
+def session_section(session: dict, compact: bool = False) -> List[str]:
+    """What one GPU session ran: each stage's budget, time and outcome, the smoke's failures, the
+    large-input check (``compact``: without the column that says what each stage measures)."""
+    lines = [f"## GPU session `{session.get('command')}`", "",
+             f"Started {session.get('started', '?')}; {session.get('elapsed_s', 0):.0f} s of a "
+             f"{session.get('budget_s', 0):.0f} s budget ({session.get('margin_s', 0):.0f} s of it kept as margin); "
+             f"commit `{session.get('commit', '?')}` ({session.get('commit_source', '?')}), source fingerprint "
+             f"`{session.get('source_fingerprint', '?')}`.", ""]
+    environment = session.get("environment")
+    if environment:
+        lines += [environment_sentence(environment), ""]
+    header = ["stage"] + ([] if compact else ["what it measures"]) + ["budget s", "given s", "took s", "steps",
+                                                                      "status"]
+    lines += _table(header, [
+        [st["name"]] + ([] if compact else [st.get("describes", "")]) + [
+            _fmt(st.get("budget_s"), ".0f"), _fmt(st.get("timeout_s"), ".0f"), _fmt(st.get("elapsed_s"), ".0f"),
+            f"{st['steps_done']}/{st['steps']}" if st.get("steps") is not None else "", st["status"]]
+        for st in session.get("stages", [])])
+    for name, smoke in session.get("pytest", {}).items():
+        lines += [f"**{name}**: " + smoke_sentence(smoke), ""]
+        failures = smoke.get("failed", [])
+        shown, chars = (SMOKE_FAILURES_PRINTED, 150) if compact else (SMOKE_FAILURES_SHOWN, 300)
+        lines += [f"* `{f['nodeid']}` ({f['when']}): {f['message'][:chars]}" for f in failures[:shown]]
+        if len(failures) > shown:
+            lines.append(f"* ... and {len(failures) - shown} more (see report.md / results.json)")
+        lines += [""] if failures else []
+    large = session.get("large_input")
+    if large:
+        lines += ["**Input past 2³¹ elements**: " + large_input_sentence(large), ""]
+    return lines
+
+
+def environment_sentence(env: dict) -> str:
+    device = f"{env.get('device')}" + (f" ({env['sm_count']} SMs, {env.get('memory_gib')} GiB, sm_{str(env.get('capability', '')).replace('.', '')})"
+                                       if env.get("sm_count") else "")
+    versions = ", ".join(f"{label} {env[key]}" for key, label in (
+        ("driver", "driver"), ("torch", "torch"), ("cuda", "CUDA"), ("cudnn", "cuDNN"), ("triton", "triton"),
+        ("python", "Python")) if env.get(key))
+    return f"Environment: {device}; {versions}."
+
+
+def smoke_sentence(smoke: dict) -> str:
+    text = (f"{smoke.get('passed', 0)} passed, {len(smoke.get('failed', []))} failed, {smoke.get('skipped', 0)} "
+            f"skipped, {smoke.get('not_run', 0)} not run of {smoke.get('collected', 0)} collected")
+    if smoke.get("stopped"):
+        text += " (cut by its time budget)"
+    return text + "."
+
+
+def large_input_sentence(large: dict) -> str:
+    if large.get("skipped"):
+        return f"not run: {large['skipped']}."
+    parts = []
+    for what in ("forward", "dgrad"):
+        check = large.get(what)
+        if check:
+            parts.append(f"{what} {'ok' if check['ok'] else 'WRONG'} (relative error {check['rel_err']:.1e}, "
+                         f"worst chunk {check['worst_chunk_rel_err']:.1e}, past 2³¹ {_fmt(check['past_2_31_rel_err'], '.1e')}, "
+                         f"NaN {check['nan']})")
+        elif large.get(f"{what}_failed"):
+            parts.append(f"{what} FAILED: {large[f'{what}_failed']}")
+    shape = "x".join(str(d) for d in large.get("input_shape", []))
+    return (f"input {shape} ({large.get('input_elements', 0):,} elements, {large.get('dtype')}, {large.get('layout')}), "
+            f"algorithm `{large.get('algorithm')}` against {large.get('reference')}: " + "; ".join(parts) + ".")
+
+
 def render(meta, peaks, layers, cases, models, on_gpu: bool) -> str:
     cases = with_pass(cases)
-    lines = [f"# Convolution benchmarks: {meta['device']}", ""]
+    lines = [f"# Convolution benchmarks: {meta.get('device') or 'no device recorded'}", ""]
     if not on_gpu:
         lines += [INTERPRETER_WARNING, ""]
-    versions = [f"torch {meta['torch']}", f"triton {meta['triton']}"] + [
-        f"{label} {meta[key]}" for key, label in (("cuda", "CUDA"), ("cudnn", "cuDNN"), ("driver", "driver"))
+    versions = [f"{label} {meta[key]}" for key, label in (
+        ("torch", "torch"), ("triton", "triton"), ("cuda", "CUDA"), ("cudnn", "cuDNN"), ("driver", "driver"))
         if meta.get(key)]
-    lines += [f"{meta['date']}; {', '.join(versions)}; commit `{meta['commit']}`.", ""]
+    lines += [f"{meta.get('date', '?')}; {', '.join(versions)}; commit `{meta.get('commit', 'unknown')}`.", ""]
     if on_gpu and (cases or models):
         lines += ["## Headline", ""] + headline(cases, models)
+    for session in sessions_of(meta):
+        lines += session_section(session)
     for suite, suite_layers in group_by(layers, "suite").items():
         suite = suite[0]
         algorithms = list(dict.fromkeys(a for layer in suite_layers for a in layer["multiplies"]))

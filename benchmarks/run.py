@@ -12,20 +12,23 @@ speedup is claimed from them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 import torch
 
+from . import jsonfile
 from .backward import run_backward_case
 from .environment import ON_GPU, PRECISIONS, device_slug, metadata
 from .layers import LAYOUTS, counts, run_case
+from .models import MODEL_IMPLS
 from .networks import SUITES, ConvCase, all_suites, interpreter_scale, scaled_down, suite_cases
 from .progress import Progress
+from .session import STAGE_VARIABLE
 from .timing import measure_peaks
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -35,6 +38,17 @@ PASSES = ("forward", "backward")
 # Under the interpreter, end to end runs one reduced network (a full-width one takes minutes).
 CPU_MODELS = {"mobilenet_v2": dict(width_mult=0.1)}
 CPU_MODEL_IMAGE = 32
+
+
+def shard(text: str) -> Tuple[int, int]:
+    index, _, count = text.partition("/")
+    try:
+        index, count = int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard must be I/N with 0 <= I < N, got {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard must be I/N with 0 <= I < N, got {text!r}")
+    return index, count
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"the {QUICK_LAYERS} layers of each suite with the most MACs x count, first batch, "
                              "first dtype, end to end at that batch only")
     parser.add_argument("--no-models", action="store_true", help="skip the end-to-end runs")
+    parser.add_argument("--no-layers", action="store_true", help="skip the per-layer runs (end to end only)")
+    parser.add_argument("--model-impls", nargs="+", choices=MODEL_IMPLS,
+                        help="the end-to-end variants to time (default: all of them)")
     parser.add_argument("--no-compile", action="store_true", help="end to end without the torch.compile variant")
     parser.add_argument("--inductor", action="store_true",
                         help="also time torch.compile(mode='max-autotune') of each conv (GPU; slow to compile)")
@@ -63,8 +80,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-launch-plan", action="store_true",
                         help="without a GPU, skip the H100 launch plan (benchmarks/launch_plan.py) of the suites")
     parser.add_argument("--merge", action="store_true",
-                        help="keep the rows of an earlier results.json in the output folder for settings this run "
-                             "does not repeat (to split a long GPU run into several commands)")
+                        help="keep the rows of an earlier results.json in the output folder, each replaced by this "
+                             "run's rows of the same layer and setting as they come (to split a long GPU run into "
+                             "several commands)")
+    parser.add_argument("--time-budget", type=float, metavar="SECONDS",
+                        help="start no step after this many seconds from the start of the run; the steps left "
+                             "are listed in the results (settings.not_run), what ran is kept")
+    parser.add_argument("--warm", action="store_true",
+                        help="only run our implementations once per step, untimed, so that a later timed run "
+                             "finds their Triton kernels compiled in the cache; writes no results")
+    parser.add_argument("--shard", type=shard, default=(0, 1), metavar="I/N",
+                        help="with --warm: take every N-th step from the I-th (N processes compile in parallel)")
     args = parser.parse_args(argv)
     if args.full:
         args.batches = args.batches or [1, 32, 256]
@@ -101,45 +127,126 @@ def select_cases(suite: str, batch: int, quick: bool) -> List[ConvCase]:
     return cases
 
 
+# What one step of a run is: a layer's forward or backward at one setting, or a network end to end.
+CaseStep = Tuple[str, int, str, str, str, ConvCase]  # suite, batch, dtype, layout, pass, case
+ModelStep = Tuple[str, int, str, str]  # suite, batch, dtype, layout
+
+
+def plan_steps(args) -> Tuple[List[CaseStep], List[ModelStep]]:
+    """The layer steps and the end-to-end steps the arguments ask for, in the order they run."""
+    cases = [] if args.no_layers else [
+        (suite, batch, dtype, layout, direction, case)
+        for direction in args.passes for suite in args.suites for batch in args.batches for dtype in args.dtypes
+        for layout in args.layouts for case in select_cases(suite, batch, args.quick)]
+    models = [] if args.no_models else [
+        (suite, batch, dtype, layout) for suite in args.suites for batch in args.batches
+        for dtype in args.dtypes for layout in args.layouts if suite in SUITES and (ON_GPU or suite in CPU_MODELS)]
+    if not ON_GPU:
+        models = [p for p in models if p[1] == args.batches[0] and p[2] == args.dtypes[0] and p[3] == args.layouts[0]]
+    return cases, models
+
+
+def case_label(step: CaseStep) -> str:
+    suite, batch, dtype, layout, direction, case = step
+    return f"{suite} {case.layer} b{batch} {dtype} {layout} {direction}"
+
+
+def model_label(step: ModelStep) -> str:
+    suite, batch, dtype, layout = step
+    return f"{suite} end to end b{batch} {dtype} {layout}"
+
+
 class Results:
-    """Everything the run has measured so far, written after every step (a crash keeps the rest)."""
+    """Everything the run has measured so far, written after every step (a crash keeps the rest;
+    each write replaces the file atomically, so a run killed mid-write leaves the previous one)."""
+
+    # The keys a run writes; an earlier file's other keys (a GPU session's ``session``) are kept.
+    OWN_KEYS = ("peaks", "layers", "cases", "models")
 
     def __init__(self, out_dir: Path, meta: dict, peaks: dict, layers: List[dict]):
         self.out_dir, self.meta, self.peaks, self.layers = out_dir, meta, peaks, layers
         self.cases: List[dict] = []
         self.models: List[dict] = []
+        self.kept: dict = {}
         out_dir.mkdir(parents=True, exist_ok=True)
 
-    def merge_earlier(self, args) -> None:
-        """Adopt an earlier run's rows for the suites and settings this run does not repeat."""
+    def merge_earlier(self, suites: List[str]) -> None:
+        """Adopt an earlier run's rows (a step of this run replaces them when it runs:
+        ``add_cases``, ``add_models``), its FLOP tables of other suites and its other keys."""
         path = self.out_dir / "results.json"
-        if not path.exists():
+        earlier = jsonfile.read(path)
+        if earlier is None:
             return
-        earlier = json.loads(path.read_text())
-        if earlier.get("device") != self.meta["device"]:
+        if earlier.get("device") not in (None, self.meta["device"]):  # None: a session's file before any run
             raise SystemExit(f"--merge: {path} is from {earlier.get('device')!r}, not {self.meta['device']!r}")
-        batches = set(args.batches)
-        repeated = lambda suite, n, precision, layout: (  # noqa: E731
-            suite in args.suites and n in batches and precision in args.dtypes and layout in args.layouts)
-        self.cases = [r for r in earlier.get("cases", []) if not (
-            repeated(r["suite"], r["n"], r["precision"], r["layout"]) and r.get("pass", "forward") in args.passes)]
-        self.models = [r for r in earlier.get("models", []) if args.no_models
-                       or not repeated(r["model"], r["batch"], r["precision"], r["layout"])]
-        self.layers = [r for r in earlier.get("layers", []) if r["suite"] not in args.suites] + self.layers
-        self.meta["merged_from"] = dict(commit=earlier.get("commit"), date=earlier.get("date"))
+        self.cases = earlier.get("cases", [])
+        self.models = earlier.get("models", [])
+        self.layers = [r for r in earlier.get("layers", []) if r["suite"] not in suites] + self.layers
+        if earlier.get("device"):
+            self.meta["merged_from"] = dict(commit=earlier.get("commit"), date=earlier.get("date"))
         for name, value in earlier.get("peaks", {}).get("tflops", {}).items():  # ceilings of merged precisions
             self.peaks.setdefault("tflops", {}).setdefault(name, value)
+        self.kept = {key: value for key, value in earlier.items() if key not in self.meta and key not in self.OWN_KEYS}
+
+    def add_cases(self, step: CaseStep, rows: List[dict]) -> None:
+        """The rows of one layer step, in place of any earlier rows of that layer and setting."""
+        suite, batch, dtype, layout, direction, case = step
+        key = (suite, case.layer, batch, dtype, layout, direction)
+        self.cases = [r for r in self.cases if (
+            r["suite"], r["layer"], r["n"], r["precision"], r["layout"], r.get("pass", "forward")) != key] + rows
+        self.save()
+
+    def add_models(self, step: ModelStep, rows: List[dict]) -> None:
+        """The rows of one end-to-end step, in place of earlier rows of the same variants and setting."""
+        impls = {r["impl"] for r in rows}
+        self.models = [r for r in self.models if not (
+            (r["model"], r["batch"], r["precision"], r["layout"]) == step and r["impl"] in impls)] + rows
+        self.save()
 
     def as_json(self) -> dict:
-        return dict(self.meta, peaks=self.peaks, layers=self.layers, cases=self.cases, models=self.models)
+        return dict(self.kept, **self.meta, peaks=self.peaks, layers=self.layers, cases=self.cases, models=self.models)
 
     def save(self) -> Path:
-        path = self.out_dir / "results.json"
-        path.write_text(json.dumps(self.as_json(), indent=1) + "\n")
-        return path
+        return jsonfile.write(self.out_dir / "results.json", self.as_json())
+
+
+def warm(args) -> None:
+    """``--warm``: run the steps' implementations of ours once each, untimed and unchecked, so that
+    their Triton kernels are compiled (and autotuned once) into Triton's on-disk cache for a timed
+    run in another process; with ``--shard I/N`` this process takes every N-th step from the I-th,
+    so that N processes compile on N cores. Writes nothing; a failure shows in the timed run."""
+    from .backward import warm_backward_case
+    from .layers import warm_case
+    from .models import warm_model
+
+    case_steps, model_steps = plan_steps(args)
+    steps = [(case_label(s), s) for s in case_steps] + [(model_label(s), s) for s in model_steps]
+    index, count = args.shard
+    steps = steps[index::count]
+    start = time.monotonic()
+    progress = Progress(len(steps))
+    for label, step in steps:
+        if args.time_budget is not None and time.monotonic() - start >= args.time_budget:
+            print(f"time budget of {args.time_budget:.0f} s spent: not compiled: {label}", flush=True)
+            continue
+        progress.step("compile " + label)
+        if len(step) == 6:
+            suite, batch, dtype, layout, direction, case = step
+            run_shape = case if ON_GPU else scaled_down(case, *interpreter_scale(suite, args.scale))
+            failures = (warm_case if direction == "forward" else warm_backward_case)(run_shape, PRECISIONS[dtype], layout)
+        else:
+            suite, batch, dtype, layout = step
+            image, builder_args = (224, None) if ON_GPU else (CPU_MODEL_IMAGE, CPU_MODELS[suite])
+            failures = warm_model(suite, batch, image, PRECISIONS[dtype], layout, args.model_impls, builder_args)
+        for name, failure in failures.items():
+            print(f"  {label} {name}: {failure}", flush=True)
+        if ON_GPU:
+            torch.cuda.empty_cache()
+    progress.close()
 
 
 def run(args) -> Results:
+    start = time.monotonic()
     meta = metadata()
     out_dir = args.out or RESULTS / device_slug(meta["device"])
     if ON_GPU:
@@ -150,46 +257,61 @@ def run(args) -> Results:
               "Times are interpreter times, NOT GPU timings; no speedup is claimed from them.", flush=True)
     peaks = measure_peaks(args.dtypes)
     results = Results(out_dir, meta, peaks, [row for suite in args.suites for row in layer_table(suite)])
+    case_steps, model_steps = plan_steps(args)
     if args.merge:
-        results.merge_earlier(args)
+        results.merge_earlier(args.suites)
     meta["settings"] = dict(suites=args.suites, batches=args.batches, dtypes=args.dtypes, layouts=args.layouts,
-                            passes=args.passes, quick=args.quick, scale=None if ON_GPU else list(args.scale))
+                            passes=args.passes, quick=args.quick, scale=None if ON_GPU else list(args.scale),
+                            layers=not args.no_layers, models=not args.no_models, model_impls=args.model_impls,
+                            time_budget=args.time_budget, steps=len(case_steps) + len(model_steps), steps_done=0,
+                            session_stage=os.environ.get(STAGE_VARIABLE))
+    not_run: List[str] = []
 
-    plan = [(suite, batch, dtype, layout, direction, case)
-            for direction in args.passes for suite in args.suites for batch in args.batches for dtype in args.dtypes
-            for layout in args.layouts for case in select_cases(suite, batch, args.quick)]
-    model_plan = [] if args.no_models else [
-        (suite, batch, dtype, layout) for suite in args.suites for batch in args.batches
-        for dtype in args.dtypes for layout in args.layouts if suite in SUITES and (ON_GPU or suite in CPU_MODELS)]
-    if not ON_GPU:
-        model_plan = [p for p in model_plan if p[1] == args.batches[0] and p[2] == args.dtypes[0] and p[3] == args.layouts[0]]
-    progress = Progress(len(plan) + len(model_plan))
-    for suite, batch, dtype, layout, direction, case in plan:
-        progress.step(f"{suite} {case.layer} b{batch} {dtype} {layout} {direction}")
+    def out_of_time(label: str) -> bool:
+        if args.time_budget is None or time.monotonic() - start < args.time_budget:
+            return False
+        not_run.append(label)
+        meta["settings"]["not_run"] = not_run
+        return True
+
+    progress = Progress(len(case_steps) + len(model_steps))
+    results.save()
+    for step in case_steps:
+        suite, batch, dtype, layout, direction, case = step
+        if out_of_time(case_label(step)):
+            continue
+        progress.step(case_label(step))
         run_shape = case if ON_GPU else scaled_down(case, *interpreter_scale(suite, args.scale))
         if direction == "forward":
-            results.cases += run_case(run_shape, PRECISIONS[dtype], layout, peaks, full_case=case,
-                                      inductor=args.inductor)
+            rows = run_case(run_shape, PRECISIONS[dtype], layout, peaks, full_case=case, inductor=args.inductor)
         else:
-            results.cases += run_backward_case(run_shape, PRECISIONS[dtype], layout, peaks, full_case=case)
-        results.save()
+            rows = run_backward_case(run_shape, PRECISIONS[dtype], layout, peaks, full_case=case)
+        meta["settings"]["steps_done"] += 1
+        results.add_cases(step, rows)
         if ON_GPU:
             torch.cuda.empty_cache()
-    if model_plan:
+    if model_steps:
         from .models import run_model
 
-        for suite, batch, dtype, layout in model_plan:
-            progress.step(f"{suite} end to end b{batch} {dtype} {layout}")
+        for step in model_steps:
+            suite, batch, dtype, layout = step
+            if out_of_time(model_label(step)):
+                continue
+            progress.step(model_label(step))
             if ON_GPU:
-                rows = run_model(suite, batch, 224, PRECISIONS[dtype], layout, compile_model=not args.no_compile)
+                rows = run_model(suite, batch, 224, PRECISIONS[dtype], layout, compile_model=not args.no_compile,
+                                 impls=args.model_impls)
             else:
                 rows = run_model(suite, batch, CPU_MODEL_IMAGE, PRECISIONS[dtype], layout, compile_model=False,
-                                 builder_args=CPU_MODELS[suite])
-            results.models += rows
-            results.save()
+                                 builder_args=CPU_MODELS[suite], impls=args.model_impls)
+            meta["settings"]["steps_done"] += 1
+            results.add_models(step, rows)
             if ON_GPU:
                 torch.cuda.empty_cache()
     progress.close()
+    if not_run:
+        print(f"time budget of {args.time_budget:.0f} s spent: {len(not_run)} steps not run", flush=True)
+    results.save()
     return results
 
 
@@ -199,7 +321,8 @@ def write_report(results: Results, plots: bool = True) -> List[Path]:
     out_dir = results.out_dir
     paths = [results.save()]
     report = out_dir / "report.md"
-    report.write_text(render(results.meta, results.peaks, results.layers, results.cases, results.models, ON_GPU))
+    report.write_text(render(dict(results.kept, **results.meta), results.peaks, results.layers, results.cases,
+                             results.models, ON_GPU))
     paths.append(report)
     if plots:
         from .plots import write_all
@@ -223,6 +346,9 @@ def write_launch_plan(args) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.warm:
+        warm(args)
+        return 0
     results = run(args)
     paths = write_report(results, plots=not args.no_plots)
     plan_failed = not ON_GPU and not args.no_launch_plan and write_launch_plan(args) != 0

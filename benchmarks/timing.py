@@ -23,7 +23,8 @@ import torch
 from .environment import ON_GPU
 
 GRAPH_BELOW_MS = 0.1
-# Rotate enough input sets to cover several times the L2 cache (50 MiB on an H100) ...
+# Rotate enough input sets to cover several times the L2 cache (read from the device: 50 MiB on an
+# H100, 60 MiB on an H200; 50 MiB where the properties do not say) ...
 ROTATION_BYTES = 4 * 50 * 2**20
 # ... but never hold more than this in rotated copies.
 ROTATION_CAP_BYTES = 8 * 2**30

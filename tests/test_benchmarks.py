@@ -1,6 +1,7 @@
 """The benchmark machinery (``python -m benchmarks``) in its CPU mode, plus its GPU report path
 on synthetic timings (no GPU here: the figures fed in below are made up for the test and
 never written to benchmarks/results)."""
+import io
 import json
 import math
 import os
@@ -215,3 +216,37 @@ def test_roofline_bound_follows_the_ridge_point():
     peaks = dict(tflops={"float16": 100.0}, bandwidth_gbs=1000.0)  # ridge at 100 FLOP/byte
     assert bound_and_fraction(2e12, 1e10, 40.0, peaks, "float16") == ("compute", pytest.approx(0.5))
     assert bound_and_fraction(1e9, 1e9, 2.0, peaks, "float16") == ("memory", pytest.approx(0.5))
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_prints_one_tqdm_line_per_step_in_a_log():
+    from benchmarks.progress import Progress
+
+    log = io.StringIO()
+    progress = Progress(3, stream=log)
+    for label in ("resnet50 conv1", "resnet50 layer1.0.conv1", "resnet50 end to end"):
+        progress.step(label)
+    progress.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 4 and "\r" not in log.getvalue()
+    # tqdm's meter: percentage, bar, count, then the step's label as the postfix.
+    assert [line.split("|")[0].strip() for line in lines] == ["0%", "33%", "67%", "100%"]
+    assert [line.split("|")[2].split()[0] for line in lines] == ["0/3", "1/3", "2/3", "3/3"]
+    assert lines[1].endswith("resnet50 layer1.0.conv1]") and lines[3].endswith("done]")
+
+
+def test_progress_is_a_live_tqdm_bar_on_a_terminal():
+    from benchmarks.progress import Progress
+
+    terminal = _Terminal()
+    progress = Progress(2, stream=terminal)
+    progress.step("first")
+    progress.step("second")
+    progress.close()
+    text = terminal.getvalue()
+    assert "\r" in text and "second" in text and "2/2" in text
+    assert text.count("\n") == 1  # redrawn in place, one line left at the end
