@@ -17,7 +17,7 @@ import benchmarks.run as bench_run
 import cnn
 from benchmarks import networks
 from benchmarks.environment import PRECISIONS
-from benchmarks.layers import counts, eligible_algorithms, run_case, traffic_bytes
+from benchmarks.layers import counts, eligible_algorithms, traffic_bytes
 from benchmarks.models import build_variants
 from benchmarks.networks import scaled_down, suite_cases
 from cnn.fuse import FusedConv3dBN
