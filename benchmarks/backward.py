@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from .environment import ON_GPU, Precision, precision_mode
-from .layers import case_fields, conv_params, make_inputs, relative_error, result_row, traffic_bytes
+from .layers import case_fields, make_inputs, relative_error, result_row, traffic_bytes
 from .networks import ConvCase
 from .timing import Rotation, Timing, run_once, synchronize, time_calls
 
@@ -108,13 +108,13 @@ def run_backward_case(case: ConvCase, precision: Precision, layout: str, peaks: 
         timings = time_calls(calls) if ON_GPU else once
         del calls, sets, ref, first
 
-    macs = 2 * conv_params(case).macs
+    macs = 2 * case.macs
     traffic = 2 * traffic_bytes(case, element_size)  # read x, w, dy; write dx, dw (about twice the forward's)
     rows = []
     for name in list(timings) + list(failures):
         row = result_row(case, precision, layout, name, timings, failures, errors, macs, traffic, peaks)
         row.update(algorithm=None, multiplies=macs, **{"pass": "backward"})
         if full_case is not None and full_case is not case:
-            row["full"] = dict(case_fields(full_case), macs=2 * conv_params(full_case).macs)
+            row["full"] = dict(case_fields(full_case), macs=2 * full_case.macs)
         rows.append(row)
     return rows

@@ -15,7 +15,8 @@ from benchmarks.networks import all_suites
 def pytest_addoption(parser):
     group = parser.getgroup("convolution benchmarks")
     group.addoption("--bench-suites", nargs="+", default=all_suites(), choices=all_suites())
-    group.addoption("--bench-batch", type=int, default=32 if ON_GPU else 1)
+    group.addoption("--bench-batch", type=int, default=None,
+                    help="default: on a GPU the suite's own batch (networks.SUITE_BATCHES) or 32; 1 on the CPU")
     group.addoption("--bench-dtype", default="float16" if ON_GPU else "float32", choices=list(PRECISIONS))
     group.addoption("--bench-layout", default="channels_last", choices=LAYOUTS)
     group.addoption("--bench-all-layers", action="store_true", default=ON_GPU,

@@ -2,9 +2,10 @@
 every implementation that applies to it, each timed and checked.
 
 Implementations: ``cudnn`` (``F.conv2d`` with ``cudnn.benchmark = True``, or the layer's own
-``F.conv_transpose2d`` / ``F.conv1d``; GPU only), ``auto`` and every eligible algorithm of
-``kernels.REGISTRY`` (so the benchmark grows as algorithms land; for transposed and 1-D layers,
-those that apply to the 2-D convolution our kernels run for them), and optionally ``inductor``
+``F.conv_transpose2d`` / ``F.conv1d`` / ``F.conv3d``; GPU only), ``auto`` and every eligible
+algorithm of ``kernels.REGISTRY`` (so the benchmark grows as algorithms land; for transposed and
+1-D layers, those that apply to the 2-D convolution our kernels run for them; for 3-D layers
+``auto`` alone until ``kernels.dispatch`` resolves 3-D problems), and optionally ``inductor``
 (``torch.compile(mode="max-autotune")`` of the same conv).
 Every output is compared with a reference computed from the same inputs: cuDNN in fp32 with
 TF32 off on a GPU, PyTorch in float64 on the CPU.
@@ -17,6 +18,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 import kernels
+from cnn.profile import conv3d_algorithm
 from kernels.dispatch import resolve
 
 from .environment import DEVICE, ON_GPU, Precision, precision_mode
@@ -37,7 +39,10 @@ def conv_params(case: ConvCase) -> kernels.ConvParams:
 
 
 def eligible_algorithms(case: ConvCase) -> List[str]:
-    """Registered algorithms that apply to ``case``, in registry order."""
+    """Registered algorithms that apply to ``case``, in registry order (none named for a 3-D
+    layer: kernels' registry has no 3-D eligibility yet, so its rows are ``cudnn`` and ``auto``)."""
+    if case.three_d:
+        return []
     params = conv_params(case)
     return [name for name, algorithm in kernels.REGISTRY.items() if algorithm.eligible(params)]
 
@@ -45,7 +50,12 @@ def eligible_algorithms(case: ConvCase) -> List[str]:
 def counts(case: ConvCase) -> Dict[str, Dict[str, int]]:
     """``kernels.conv2d_flops`` of ``case`` for ``auto`` and every eligible algorithm. A transposed
     layer runs as a dgrad, whatever the algorithm: its multiplies are its MACs (as
-    ``torch.utils.flop_counter`` counts them), the algorithm's forward count does not apply."""
+    ``torch.utils.flop_counter`` counts them), the algorithm's forward count does not apply; so
+    do a 3-D layer's, whose algorithm ``cnn.profile.conv3d_algorithm`` names."""
+    if case.three_d:
+        conv_input_channels = case.k if case.transposed else case.c
+        algorithm = conv3d_algorithm("auto", conv_input_channels, (case.t, case.r, case.s), case.groups)
+        return {"auto": dict(macs=case.macs, multiplies=case.macs, flops=2 * case.macs, algorithm=algorithm)}
     if case.op == "conv2d":
         args = dict(case.conv_args())
         return {name: kernels.conv2d_flops(case.input_shape, case.weight_shape, **args, algorithm=name)
@@ -61,20 +71,21 @@ def counts(case: ConvCase) -> Dict[str, Dict[str, int]]:
 
 def traffic_bytes(case: ConvCase, element_size: int) -> int:
     """The least memory traffic of the layer: read input and weight (and bias), write output once."""
-    elements = math.prod(case.input_shape) + math.prod(case.weight_shape) + math.prod(case.problem()[1])
+    elements = math.prod(case.input_shape) + math.prod(case.weight_shape) + math.prod(case.output_shape)
     return (elements + (case.k if case.bias else 0)) * element_size
 
 
 def make_inputs(case: ConvCase, precision: Precision, layout: str):
     """Fresh random input, weight (scaled by 1/sqrt(fan-in), so outputs are of unit scale) and bias."""
-    fan_in = case.c // case.groups * case.r * case.s
+    fan_in = case.c // case.groups * case.t * case.r * case.s
     x = torch.randn(case.input_shape, device=DEVICE, dtype=precision.dtype)
     w = torch.randn(case.weight_shape, device=DEVICE, dtype=precision.dtype) / math.sqrt(fan_in)
     b = torch.randn(case.k, device=DEVICE, dtype=precision.dtype) if case.bias else None
     if layout == "channels_last" and case.one_d:  # (N, C, L) with the channels innermost
         x, w = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (x, w))
     elif layout == "channels_last":
-        x, w = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
+        fmt = torch.channels_last_3d if case.three_d else torch.channels_last
+        x, w = x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt)
     elif layout != "nchw":
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     return x, w, b
@@ -125,9 +136,10 @@ def warm_case(case: ConvCase, precision: Precision, layout: str) -> Dict[str, st
 
 
 def case_fields(case: ConvCase) -> dict:
-    return dict(suite=case.suite, layer=case.layer, count=case.count, n=case.n, c=case.c, h=case.h, w=case.w,
-                k=case.k, r=case.r, s=case.s, stride=case.stride, padding=case.padding, dilation=case.dilation,
-                groups=case.groups, bias=case.bias, op=case.op, output_padding=case.output_padding)
+    return dict(suite=case.suite, layer=case.layer, count=case.count, n=case.n, c=case.c, d=case.d, h=case.h,
+                w=case.w, k=case.k, t=case.t, r=case.r, s=case.s, stride=case.stride, padding=case.padding,
+                dilation=case.dilation, groups=case.groups, bias=case.bias, op=case.op,
+                output_padding=case.output_padding)
 
 
 def run_case(case: ConvCase, precision: Precision, layout: str, peaks: dict,
@@ -166,7 +178,7 @@ def run_case(case: ConvCase, precision: Precision, layout: str, peaks: dict,
                    multiplies=flop_counts[algorithm]["multiplies"] if algorithm in flop_counts else None,
                    **{"pass": "forward"})
         if full_case is not None and full_case is not case:
-            row["full"] = dict(case_fields(full_case), macs=conv_params(full_case).macs)
+            row["full"] = dict(case_fields(full_case), macs=full_case.macs)
         rows.append(row)
     return rows
 

@@ -1,8 +1,8 @@
 """End-to-end forward (inference) of the networks, four ways:
 
-* ``eager``: the model with ``nn.Conv2d`` (cuDNN, ``cudnn.benchmark = True``), BatchNorm unfused;
+* ``eager``: the model with ``nn.Conv2d`` / ``nn.Conv3d`` (cuDNN, ``cudnn.benchmark = True``), BatchNorm unfused;
 * ``compile``: ``torch.compile`` of ``eager`` (Inductor, default mode);
-* ``kernels``: the ``cnn`` model, every convolution on ``kernels.conv2d`` (``algorithm="auto"``);
+* ``kernels``: the ``cnn`` model, every convolution on ``kernels.conv2d`` / ``kernels.conv3d`` (``algorithm="auto"``);
 * ``kernels_fused``: ``cnn.fuse`` of it (conv+BN(+add)(+activation) in one kernel), once
   ``cnn.fuse`` exists.
 
@@ -31,18 +31,20 @@ TOLERANCE = {"float16": 5e-2, "bfloat16": 2e-1, "float32": 1e-3, "tf32": 5e-2}
 
 
 def with_torch_convs(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose ``cnn.Conv2d`` modules are plain ``nn.Conv2d`` (same weights)."""
-    import cnn
+    """A copy of ``model`` whose ``cnn`` convolutions (``cnn.Conv2d``, ``cnn.Conv3d``, ...) are
+    PyTorch's (``nn.Conv2d``, ``nn.Conv3d``, ...; a subclass keeps its other bases), same weights."""
+    from cnn.conv import FAMILIES
 
     copied = copy.deepcopy(model)
     for module in copied.modules():
-        if isinstance(module, cnn.Conv2d):
-            bases = [b for b in type(module).__mro__ if issubclass(b, nn.Conv2d) and not issubclass(b, cnn.Conv2d)]
-            module.__class__ = bases[0]
+        for torch_class, (ours, _) in FAMILIES.items():
+            if isinstance(module, ours):
+                bases = [b for b in type(module).__mro__ if issubclass(b, torch_class) and not issubclass(b, ours)]
+                module.__class__ = bases[0]
     return copied
 
 
-def calibrate_batch_norms(model: nn.Module, image: int, generator: torch.Generator) -> None:
+def calibrate_batch_norms(model: nn.Module, sample: Sequence[int], generator: torch.Generator) -> None:
     """Give every BatchNorm non-trivial affine parameters, then running statistics measured on
     random images (as training would leave them), so that activations stay of unit scale through
     the network (a random-weight ResNet with default statistics overflows fp16) and folding
@@ -59,7 +61,7 @@ def calibrate_batch_norms(model: nn.Module, image: int, generator: torch.Generat
             norm.reset_running_stats()
             norm.momentum = None  # cumulative average over the calibration batch
         model.train()
-        model(torch.randn(4, 3, image, image, generator=generator).to(next(model.parameters()).device))
+        model(torch.randn(4, *sample, generator=generator).to(next(model.parameters()).device))
         model.eval()
         for norm in norms:
             norm.momentum = 0.1
@@ -71,7 +73,14 @@ def fused_available() -> bool:
     return callable(getattr(cnn, "fuse", None))
 
 
-def build_variants(suite: str, precision: Precision, layout: str, compile_model: bool, image: int,
+def memory_format(layout: str, sample: Sequence[int]) -> torch.memory_format:
+    """The memory format of ``layout`` for a batch of ``sample``-sized inputs (channels_last_3d for clips)."""
+    if layout != "channels_last":
+        return torch.contiguous_format
+    return torch.channels_last_3d if len(sample) == 4 else torch.channels_last
+
+
+def build_variants(suite: str, precision: Precision, layout: str, compile_model: bool, sample: Sequence[int],
                    builder_args: Optional[dict] = None) -> Dict[str, nn.Module]:
     """impl name -> the model (eval mode, on the device, in the dtype and layout)."""
     import cnn
@@ -79,11 +88,11 @@ def build_variants(suite: str, precision: Precision, layout: str, compile_model:
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     ours = SUITES[suite](**(builder_args or {})).eval()
-    if not any(isinstance(m, cnn.Conv2d) for m in ours.modules()):
+    if not any(isinstance(m, cnn.conv.KERNEL_CLASSES) for m in ours.modules()):
         cnn.convert(ours)
     eager = with_torch_convs(ours).to(DEVICE)
     with precision_mode(Precision("float32", torch.float32)):
-        calibrate_batch_norms(eager, image, generator)  # in fp32 on PyTorch's convolutions (fast everywhere)
+        calibrate_batch_norms(eager, sample, generator)  # in fp32 on PyTorch's convolutions (fast everywhere)
     ours.load_state_dict(eager.state_dict())
     variants = {"eager": eager}
     if compile_model and ON_GPU:
@@ -91,23 +100,24 @@ def build_variants(suite: str, precision: Precision, layout: str, compile_model:
     variants["kernels"] = ours
     if fused_available():
         variants["kernels_fused"] = cnn.fuse(ours)
-    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    fmt = memory_format(layout, sample)
     for name, model in variants.items():
         if name != "compile":  # shares eager's (already moved) parameters
             model.to(device=DEVICE, dtype=precision.dtype, memory_format=fmt)
     return variants
 
 
-def warm_model(suite: str, batch: int, image: int, precision: Precision, layout: str,
+def warm_model(suite: str, batch: int, sample: Sequence[int], precision: Precision, layout: str,
                impls: Optional[Sequence[str]] = None, builder_args: Optional[dict] = None) -> Dict[str, str]:
     """Run our variants of ``suite``'s network (those of ``impls`` if given) once, untimed and
     unchecked, so that their kernels are compiled into Triton's cache (``python -m benchmarks
     --warm``). Returns name -> failure for the variants that raised."""
-    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    sample = tuple(sample)
+    fmt = memory_format(layout, sample)
     failures: Dict[str, str] = {}
     with torch.no_grad(), precision_mode(precision):
-        variants = build_variants(suite, precision, layout, False, image, builder_args)
-        x = torch.randn(batch, 3, image, image, device=DEVICE, dtype=precision.dtype).to(memory_format=fmt)
+        variants = build_variants(suite, precision, layout, False, sample, builder_args)
+        x = torch.randn(batch, *sample, device=DEVICE, dtype=precision.dtype).to(memory_format=fmt)
         for name, model in variants.items():
             if name == "eager" or (impls is not None and name not in impls):
                 continue
@@ -119,15 +129,16 @@ def warm_model(suite: str, batch: int, image: int, precision: Precision, layout:
     return failures
 
 
-def run_model(suite: str, batch: int, image: int, precision: Precision, layout: str,
+def run_model(suite: str, batch: int, sample: Sequence[int], precision: Precision, layout: str,
               compile_model: bool = True, builder_args: Optional[dict] = None,
               impls: Optional[Sequence[str]] = None) -> List[dict]:
     """One row per variant of ``suite``'s network (those of ``impls`` if given) on a ``batch`` x 3
     x ``image``^2 input."""
-    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    sample = tuple(sample)
+    fmt = memory_format(layout, sample)
     with torch.no_grad(), precision_mode(precision):
-        variants = build_variants(suite, precision, layout, compile_model, image, builder_args)
-        make = lambda: torch.randn(batch, 3, image, image, device=DEVICE, dtype=precision.dtype).to(memory_format=fmt)
+        variants = build_variants(suite, precision, layout, compile_model, sample, builder_args)
+        make = lambda: torch.randn(batch, *sample, device=DEVICE, dtype=precision.dtype).to(memory_format=fmt)
         first = make()
         element_size = torch.finfo(precision.dtype).bits // 8
         rotation = Rotation([(first,)] + [(make(),) for _ in range(Rotation.count(first.numel() * element_size) - 1)])
@@ -153,7 +164,8 @@ def run_model(suite: str, batch: int, image: int, precision: Precision, layout: 
         timing = timings.get(name)
         ms = timing.ms if timing else None
         rows.append(dict(
-            model=suite, batch=batch, image=image, builder_args=builder_args or {}, dtype=str(precision.dtype).replace("torch.", ""),
+            model=suite, batch=batch, image=sample[-1], input=list(sample), builder_args=builder_args or {},
+            dtype=str(precision.dtype).replace("torch.", ""),
             tf32=precision.tf32, precision=precision.name, layout=layout, impl=name, ms=ms,
             timing=timing.method if timing else failures[name],
             speedup_vs_eager=eager_ms / ms if ON_GPU and ms and eager_ms and name != "eager" else None,

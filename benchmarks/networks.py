@@ -2,11 +2,12 @@
 it once with forward hooks, each unique layer once with its count in the network.
 
 Nothing here is typed by hand: the shapes come from the ``cnn`` models (ResNet-50, VGG-16,
-MobileNetV2, EfficientNet-B0 and DenseNet-121 at 224x224) and from the decoder / sequence networks
-of ``variant_networks`` (DCGAN's generator, U-Net's up-convolutions, Mamba's depthwise conv1d), and
-``conv_layers`` works on any ``nn.Module`` (its Conv2d, Conv1d, ConvTranspose2d and ConvTranspose1d
-layers). EfficientNet-B0 brings 5x5 depthwise and squeeze-and-excitation (1x1 convolutions on 1x1
-maps), DenseNet-121 many narrow 1x1 bottlenecks over ever wider concatenations.
+MobileNetV2, EfficientNet-B0 and DenseNet-121 at 224x224; R3D-18 on 16-frame 112x112 clips) and
+from the decoder / sequence networks of ``variant_networks`` (DCGAN's generator, U-Net's
+up-convolutions, Mamba's depthwise conv1d), and ``conv_layers`` works on any ``nn.Module`` (its
+Conv1d/2d/3d and ConvTranspose1d/2d/3d layers). EfficientNet-B0 brings 5x5 depthwise and
+squeeze-and-excitation (1x1 convolutions on 1x1 maps), DenseNet-121 many narrow 1x1 bottlenecks
+over ever wider concatenations, R3D-18 the 3x3x3 video convolutions.
 """
 from __future__ import annotations
 
@@ -23,11 +24,11 @@ from kernels.core.variant_params import TransposedParams, lift_1d
 
 from .variant_networks import VARIANT_SUITES
 
-Pair = Union[int, Tuple[int, int]]
+Pair = Union[int, Tuple[int, ...]]  # one value per spatial axis (or one for all)
 
 # Module type -> the functional op (the same name in torch.nn.functional and in kernels).
-CONV_OPS = {nn.Conv2d: "conv2d", nn.Conv1d: "conv1d", nn.ConvTranspose2d: "conv_transpose2d",
-            nn.ConvTranspose1d: "conv_transpose1d"}
+CONV_OPS = {nn.Conv2d: "conv2d", nn.Conv1d: "conv1d", nn.Conv3d: "conv3d", nn.ConvTranspose2d: "conv_transpose2d",
+            nn.ConvTranspose1d: "conv_transpose1d", nn.ConvTranspose3d: "conv_transpose3d"}
 
 
 def _compact(value):
@@ -43,8 +44,9 @@ class ConvCase:
     """One unique conv layer of a network (batch ``n``) and how often the network runs it.
 
     ``op`` is one of ``CONV_OPS``' values. 1-D layers have h = r = 1 (stride, padding and
-    dilation are the length's); transposed ones have c input and k output channels as well,
-    and an ``output_padding``.
+    dilation are the length's); 3-D ones a depth (frames) ``d`` and kernel depth ``t`` (1 for
+    the others), and stride, padding and dilation over (d, h, w); transposed ones have c input
+    and k output channels as well, and an ``output_padding``.
     """
 
     suite: str
@@ -64,10 +66,16 @@ class ConvCase:
     bias: bool = False
     op: str = "conv2d"
     output_padding: Pair = 0
+    d: int = 1  # input depth (frames), 3-D layers
+    t: int = 1  # kernel depth, 3-D layers
 
     @property
     def one_d(self) -> bool:
         return self.op.endswith("1d")
+
+    @property
+    def three_d(self) -> bool:
+        return self.op.endswith("3d")
 
     @property
     def transposed(self) -> bool:
@@ -75,12 +83,35 @@ class ConvCase:
 
     @property
     def input_shape(self):
-        return (self.n, self.c, self.w) if self.one_d else (self.n, self.c, self.h, self.w)
+        if self.one_d:
+            return (self.n, self.c, self.w)
+        return (self.n, self.c, self.d, self.h, self.w) if self.three_d else (self.n, self.c, self.h, self.w)
 
     @property
     def weight_shape(self):
         shape = (self.c, self.k // self.groups) if self.transposed else (self.k, self.c // self.groups)
-        return shape + ((self.s,) if self.one_d else (self.r, self.s))
+        if self.one_d:
+            return shape + (self.s,)
+        return shape + ((self.t, self.r, self.s) if self.three_d else (self.r, self.s))
+
+    @property
+    def output_shape(self) -> Tuple[int, ...]:
+        """The layer's output shape (PyTorch's, on the meta device)."""
+        if not self.three_d:
+            return tuple(self.problem()[1])
+        x, w = torch.empty(self.input_shape, device="meta"), torch.empty(self.weight_shape, device="meta")
+        return tuple(self.functional(x, w, **self.conv_args()).shape)
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of the definition (a transposed layer's as FlopCounterMode counts
+        them: every input element times every tap), as ``problem()``'s ConvParams counts them."""
+        if not self.three_d:
+            return self.problem()[0].macs
+        taps = self.t * self.r * self.s
+        if self.transposed:
+            return math.prod(self.input_shape) * (self.k // self.groups) * taps
+        return math.prod(self.output_shape) * (self.c // self.groups) * taps
 
     def conv_args(self) -> dict:
         args = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
@@ -100,7 +131,10 @@ class ConvCase:
 
     def problem(self):
         """(the ConvParams our kernels run, the output shape): a transposed layer runs as the
-        dgrad of that convolution, a 1-D one as a 2-D one over (N, C, 1, L)."""
+        dgrad of that convolution, a 1-D one as a 2-D one over (N, C, 1, L). 3-D layers have no
+        ConvParams yet (issue 24): ``output_shape`` and ``macs`` serve them."""
+        if self.three_d:
+            raise NotImplementedError(f"{self.layer}: kernels has no ConvParams for a 3-D convolution yet")
         args = self.conv_args()
         groups = args.pop("groups")
         x, w = torch.empty(self.input_shape, device="meta"), torch.empty(self.weight_shape, device="meta")
@@ -117,15 +151,19 @@ class ConvCase:
 
     @property
     def shape_key(self):
-        return (self.op, self.c, self.h, self.w, self.k, self.r, self.s, self.stride, self.padding, self.dilation,
-                self.groups, self.bias, self.output_padding)
+        return (self.op, self.c, self.d, self.h, self.w, self.k, self.t, self.r, self.s, self.stride, self.padding,
+                self.dilation, self.groups, self.bias, self.output_padding)
 
     def with_batch(self, n: int) -> "ConvCase":
         return replace(self, n=n)
 
     def describe(self) -> str:
-        text = f"{self.c}x{self.w}->{self.k} k{self.s}" if self.one_d else \
-            f"{self.c}x{self.h}x{self.w}->{self.k} {self.r}x{self.s}"
+        if self.one_d:
+            text = f"{self.c}x{self.w}->{self.k} k{self.s}"
+        elif self.three_d:
+            text = f"{self.c}x{self.d}x{self.h}x{self.w}->{self.k} {self.t}x{self.r}x{self.s}"
+        else:
+            text = f"{self.c}x{self.h}x{self.w}->{self.k} {self.r}x{self.s}"
         if self.stride != 1:
             text += f" s{self.stride}"
         if self.groups != 1:
@@ -139,7 +177,7 @@ def _op(module: nn.Module) -> Optional[str]:
 
 def _output_padding(module: nn.Module, args) -> tuple:
     """A transposed layer's output_padding for this call (nn.ConvTranspose*d's own rule)."""
-    spatial = 1 if isinstance(module, nn.ConvTranspose1d) else 2
+    spatial = len(module.kernel_size)
     return module._output_padding(args[0], args[1] if len(args) > 1 else None, module.stride, module.padding,
                                   module.kernel_size, spatial, module.dilation)
 
@@ -164,8 +202,8 @@ def _shape_only_forward(module: nn.Module):
 
 def conv_layers(model: nn.Module, input_size=(1, 3, 224, 224), suite: str = "model",
                 only: Optional[Tuple[str, ...]] = None) -> List[ConvCase]:
-    """The unique convolution layers (``nn.Conv2d``, ``Conv1d``, ``ConvTranspose2d``,
-    ``ConvTranspose1d``; those of the ops in ``only`` if given) ``model`` runs on an input of
+    """The unique convolution layers (``nn.Conv1d/2d/3d``, ``ConvTranspose1d/2d/3d``; those of
+    the ops in ``only`` if given) ``model`` runs on an input of
     ``input_size``, in order of first use, with counts. The model should be built on the meta
     device (cheap, nothing allocated); it is run once on a meta input and is not modified after
     the call."""
@@ -176,15 +214,16 @@ def conv_layers(model: nn.Module, input_size=(1, 3, 224, 224), suite: str = "mod
         def hook(module, args):
             x = args[0]
             op = _op(module)
-            one_d = op.endswith("1d")
+            one_d, three_d = op.endswith("1d"), op.endswith("3d")
             pick = (lambda v: v[0]) if one_d else _compact  # noqa: E731
             case = ConvCase(
-                suite=suite, layer=name, count=1, n=x.shape[0], c=x.shape[1], h=1 if one_d else x.shape[2],
-                w=x.shape[-1], k=module.out_channels, r=1 if one_d else module.kernel_size[0],
+                suite=suite, layer=name, count=1, n=x.shape[0], c=x.shape[1], h=1 if one_d else x.shape[-2],
+                w=x.shape[-1], k=module.out_channels, r=1 if one_d else module.kernel_size[-2],
                 s=module.kernel_size[-1], stride=pick(module.stride),
                 padding=module.padding if isinstance(module.padding, str) else pick(module.padding),
                 dilation=pick(module.dilation), groups=module.groups, bias=module.bias is not None, op=op,
                 output_padding=pick(_output_padding(module, args)) if op.startswith("conv_transpose") else 0,
+                d=x.shape[2] if three_d else 1, t=module.kernel_size[0] if three_d else 1,
             )
             known = seen.get(case.shape_key)
             seen[case.shape_key] = case if known is None else replace(known, count=known.count + 1)
@@ -221,15 +260,29 @@ def _cnn_builder(name: str) -> Callable[..., nn.Module]:
     return build
 
 
-# Suite name -> builder of the network (a cnn model: its convs are cnn.Conv2d, i.e. kernels.conv2d).
+# Suite name -> builder of the network (a cnn model: its convs are cnn.Conv2d / cnn.Conv3d, i.e. kernels').
 SUITES: Dict[str, Callable[..., nn.Module]] = {
     "resnet50": _cnn_builder("resnet50"),
     "vgg16": _cnn_builder("vgg16"),
     "mobilenet_v2": _cnn_builder("mobilenet_v2"),
     "efficientnet_b0": _cnn_builder("efficientnet_b0"),
     "densenet121": _cnn_builder("densenet121"),
+    "r3d_18": _cnn_builder("r3d_18"),
 }
 IMAGE = 224
+# One sample's input where it is not a (3, IMAGE, IMAGE) image: R3D-18's 16-frame 112x112 clip
+# (torchvision's Kinetics-400 recipe).
+INPUT_SIZES: Dict[str, Tuple[int, ...]] = {"r3d_18": (3, 16, 112, 112)}
+# The batch a suite is benchmarked at on a GPU when no --batches is given, where not the run's
+# default: 8 clips (R3D-18 is 41 GMACs per clip).
+SUITE_BATCHES: Dict[str, int] = {"r3d_18": 8}
+
+
+def input_size(suite: str, image: int = IMAGE) -> Tuple[int, ...]:
+    """One sample's input size for ``suite``'s network: its own (``INPUT_SIZES``, a variant's), else a 3 x ``image``^2 image."""
+    if suite in VARIANT_SUITES:
+        return tuple(VARIANT_SUITES[suite].input_size)
+    return INPUT_SIZES.get(suite, (3, image, image))
 
 
 def all_suites() -> List[str]:
@@ -238,17 +291,12 @@ def all_suites() -> List[str]:
 
 
 def suite_cases(suite: str, batch: int = 1, image: int = IMAGE) -> List[ConvCase]:
-    """The unique conv layers of suite ``suite`` at batch ``batch``: a classification network's
-    at ``image``x``image``; a ``VARIANT_SUITES`` network's at its own input size."""
-    if suite in VARIANT_SUITES:
-        variant = VARIANT_SUITES[suite]
-        with torch.device("meta"):
-            model = variant.build()
-        cases = conv_layers(model, (1, *variant.input_size), suite, only=variant.only)
-    else:
-        with torch.device("meta"):
-            model = SUITES[suite]()
-        cases = conv_layers(model, (1, 3, image, image), suite)
+    """The unique conv layers of suite ``suite`` at batch ``batch``: an image classifier's at
+    ``image``x``image``; a video network's or a ``VARIANT_SUITES`` network's at its own input size."""
+    variant = VARIANT_SUITES.get(suite)
+    with torch.device("meta"):
+        model = variant.build() if variant else SUITES[suite]()
+    cases = conv_layers(model, (1, *input_size(suite, image)), suite, only=variant.only if variant else None)
     return [case.with_batch(batch) for case in cases]
 
 
@@ -276,8 +324,13 @@ def scaled_down(case: ConvCase, channel_div: int, spatial_div: int) -> ConvCase:
         groups = max(math.ceil(case.groups / channel_div), 2 if case.groups > 1 else 1)
         c = groups * (case.c // case.groups)
         k = groups * (case.k // case.groups)
-    reach_h = (case.dilation if isinstance(case.dilation, int) else case.dilation[0]) * (case.r - 1) + 1
-    reach_w = (case.dilation if isinstance(case.dilation, int) else case.dilation[1]) * (case.s - 1) + 1
-    h = min(case.h, max(math.ceil(case.h / spatial_div), reach_h, 4))
-    w = min(case.w, max(math.ceil(case.w / spatial_div), reach_w, 4))
-    return replace(case, c=c, k=k, h=h, w=w, groups=groups)
+    dims = 3 if case.three_d else 2
+    dilation = (case.dilation,) * dims if isinstance(case.dilation, int) else tuple(case.dilation)
+    kernel = (case.t, case.r, case.s)[-dims:]
+    sizes = (case.d, case.h, case.w)[-dims:]
+    # Each axis keeps at least the kernel's reach (and 4 pixels / frames).
+    scaled = [min(size, max(math.ceil(size / spatial_div), dil * (taps - 1) + 1, 4))
+              for size, dil, taps in zip(sizes, dilation, kernel)]
+    if case.three_d:
+        return replace(case, c=c, k=k, d=scaled[0], h=scaled[1], w=scaled[2], groups=groups)
+    return replace(case, c=c, k=k, h=scaled[0], w=scaled[1], groups=groups)

@@ -16,7 +16,9 @@ VARIANT_CASES = (
     "The `dcgan`, `unet` and `mamba_conv1d` suites are the ConvTranspose2d layers of DCGAN's generator "
     "(latent to 64×64) and of U-Net's decoder (256×256), and Mamba-1.4B's depthwise causal Conv1d "
     "(4096 channels, kernel 4, length 2048), from `benchmarks/variant_networks.py`; a transposed layer's "
-    "MACs are counted as `torch.utils.flop_counter` counts them.")
+    "MACs are counted as `torch.utils.flop_counter` counts them. The `r3d_18` suite is the Conv3d layers of "
+    "R3D-18 on 16-frame 112×112 clips (batch 8 on a GPU unless `--batches` says otherwise), against "
+    "`F.conv3d`; until `kernels.dispatch` resolves 3-D problems its rows are `cudnn` and `auto` only.")
 
 
 def geomean(values: Sequence[float], weights: Optional[Sequence[float]] = None) -> Optional[float]:
@@ -36,6 +38,8 @@ def _shape(row) -> str:
     op = row.get("op", "conv2d")
     if op.endswith("1d"):
         text = f"{row['c']}x{row['w']}→{row['k']} k{row['s']}"
+    elif op.endswith("3d"):
+        text = f"{row['c']}x{row['d']}x{row['h']}x{row['w']}→{row['k']} {row['t']}x{row['r']}x{row['s']}"
     else:
         text = f"{row['c']}x{row['h']}x{row['w']}→{row['k']} {row['r']}x{row['s']}"
     if row["stride"] != 1:
@@ -218,7 +222,9 @@ def model_table(models, on_gpu: bool) -> List[str]:
     body = []
     for key, group in group_by(models, "model", "batch", "image", "precision", "layout").items():
         by_impl = {m["impl"]: m for m in group}
-        cells = [_model_name(group[0])] + list(key[1:])
+        sample = group[0].get("input")  # one sample's size; clips show frames x height x width
+        clip = sample is not None and len(sample) == 4
+        cells = [_model_name(group[0]), key[1], "x".join(map(str, sample[1:])) if clip else key[2]] + list(key[3:])
         for name in impls:
             m = by_impl.get(name)
             if m is None:

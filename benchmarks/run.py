@@ -1,7 +1,8 @@
 """`python -m benchmarks`: every algorithm of ``kernels.REGISTRY`` against cuDNN on the conv
-layers of ResNet-50, VGG-16 and MobileNetV2 (cases derived from the ``cnn`` models) and on the
-transposed convolutions of DCGAN's generator and U-Net's decoder and Mamba's depthwise conv1d
-(``variant_networks``), and the three classification networks end to end; with ``--passes
+layers of ResNet-50, VGG-16 and MobileNetV2 (cases derived from the ``cnn`` models), the 3-D
+convolutions of R3D-18 (16-frame 112x112 clips, batch 8), and on the transposed convolutions of
+DCGAN's generator and U-Net's decoder and Mamba's depthwise conv1d (``variant_networks``), and
+the networks end to end; with ``--passes
 backward`` also each layer's backward (``benchmarks/backward.py``) against cuDNN's; writes JSON, a
 Markdown report and PNG plots under ``benchmarks/results/<device>/``.
 
@@ -26,7 +27,9 @@ from .backward import run_backward_case
 from .environment import ON_GPU, PRECISIONS, device_slug, metadata
 from .layers import LAYOUTS, counts, run_case
 from .models import MODEL_IMPLS
-from .networks import SUITES, ConvCase, all_suites, interpreter_scale, scaled_down, suite_cases
+from .networks import (
+    SUITE_BATCHES, SUITES, ConvCase, all_suites, input_size, interpreter_scale, scaled_down, suite_cases,
+)
 from .progress import Progress
 from .session import STAGE_VARIABLE
 from .timing import measure_peaks
@@ -35,9 +38,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 QUICK_LAYERS = 4
 PASSES = ("forward", "backward")
 
-# Under the interpreter, end to end runs one reduced network (a full-width one takes minutes).
-CPU_MODELS = {"mobilenet_v2": dict(width_mult=0.1)}
+# Under the interpreter, end to end runs reduced networks (a full-width image one takes minutes):
+# builder arguments, and inputs of CPU_MODEL_IMAGE^2 pixels, or of their own size.
+CPU_MODELS = {"mobilenet_v2": dict(width_mult=0.1), "r3d_18": {}}
 CPU_MODEL_IMAGE = 32
+CPU_MODEL_INPUTS = {"r3d_18": (3, 2, 16, 16)}  # R3D-18 has no width argument: full width, a 2-frame 16x16 clip
+
+
+def cpu_model_input(suite: str) -> tuple:
+    """One sample's input size for ``suite``'s end-to-end run under the interpreter."""
+    return CPU_MODEL_INPUTS.get(suite, (3, CPU_MODEL_IMAGE, CPU_MODEL_IMAGE))
 
 
 def shard(text: str) -> Tuple[int, int]:
@@ -92,6 +102,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--shard", type=shard, default=(0, 1), metavar="I/N",
                         help="with --warm: take every N-th step from the I-th (N processes compile in parallel)")
     args = parser.parse_args(argv)
+    args.batches_given = args.batches is not None
     if args.full:
         args.batches = args.batches or [1, 32, 256]
         args.dtypes = args.dtypes or list(PRECISIONS)
@@ -104,14 +115,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def suite_batches(suite: str, args) -> List[int]:
+    """The batches ``suite`` runs at: ``--batches`` if given (or ``--full``'s); on a GPU otherwise
+    the suite's own batch (``SUITE_BATCHES``) if it has one, else the run's default."""
+    if ON_GPU and not args.batches_given and suite in SUITE_BATCHES:
+        return [SUITE_BATCHES[suite]]
+    return args.batches
+
+
 def layer_table(suite: str) -> List[dict]:
     """The suite's unique layers at full size, per image, with each eligible algorithm's multiplies."""
     rows = []
     for case in suite_cases(suite, batch=1):
         flops = counts(case)
         rows.append(dict(
-            suite=suite, layer=case.layer, count=case.count, op=case.op, c=case.c, h=case.h, w=case.w, k=case.k, r=case.r,
-            s=case.s, stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups,
+            suite=suite, layer=case.layer, count=case.count, op=case.op, c=case.c, d=case.d, h=case.h, w=case.w,
+            k=case.k, t=case.t, r=case.r, s=case.s, stride=case.stride, padding=case.padding, dilation=case.dilation,
+            groups=case.groups,
             bias=case.bias, macs=flops["auto"]["macs"], auto=flops["auto"]["algorithm"],
             multiplies={name: f["multiplies"] for name, f in flops.items() if name != "auto"},
         ))
@@ -121,7 +141,7 @@ def layer_table(suite: str) -> List[dict]:
 def select_cases(suite: str, batch: int, quick: bool) -> List[ConvCase]:
     cases = suite_cases(suite, batch=batch)
     if quick:
-        keep = sorted(cases, key=lambda c: c.count * c.n * c.k * c.c * c.h * c.w * c.r * c.s / c.groups)
+        keep = sorted(cases, key=lambda c: c.count * c.n * c.k * c.c * c.d * c.h * c.w * c.t * c.r * c.s / c.groups)
         keep = {c.layer for c in keep[-QUICK_LAYERS:]}
         cases = [c for c in cases if c.layer in keep]
     return cases
@@ -136,10 +156,10 @@ def plan_steps(args) -> Tuple[List[CaseStep], List[ModelStep]]:
     """The layer steps and the end-to-end steps the arguments ask for, in the order they run."""
     cases = [] if args.no_layers else [
         (suite, batch, dtype, layout, direction, case)
-        for direction in args.passes for suite in args.suites for batch in args.batches for dtype in args.dtypes
-        for layout in args.layouts for case in select_cases(suite, batch, args.quick)]
+        for direction in args.passes for suite in args.suites for batch in suite_batches(suite, args)
+        for dtype in args.dtypes for layout in args.layouts for case in select_cases(suite, batch, args.quick)]
     models = [] if args.no_models else [
-        (suite, batch, dtype, layout) for suite in args.suites for batch in args.batches
+        (suite, batch, dtype, layout) for suite in args.suites for batch in suite_batches(suite, args)
         for dtype in args.dtypes for layout in args.layouts if suite in SUITES and (ON_GPU or suite in CPU_MODELS)]
     if not ON_GPU:
         models = [p for p in models if p[1] == args.batches[0] and p[2] == args.dtypes[0] and p[3] == args.layouts[0]]
@@ -236,8 +256,8 @@ def warm(args) -> None:
             failures = (warm_case if direction == "forward" else warm_backward_case)(run_shape, PRECISIONS[dtype], layout)
         else:
             suite, batch, dtype, layout = step
-            image, builder_args = (224, None) if ON_GPU else (CPU_MODEL_IMAGE, CPU_MODELS[suite])
-            failures = warm_model(suite, batch, image, PRECISIONS[dtype], layout, args.model_impls, builder_args)
+            sample, builder_args = (input_size(suite), None) if ON_GPU else (cpu_model_input(suite), CPU_MODELS[suite])
+            failures = warm_model(suite, batch, sample, PRECISIONS[dtype], layout, args.model_impls, builder_args)
         for name, failure in failures.items():
             print(f"  {label} {name}: {failure}", flush=True)
         if ON_GPU:
@@ -260,7 +280,8 @@ def run(args) -> Results:
     case_steps, model_steps = plan_steps(args)
     if args.merge:
         results.merge_earlier(args.suites)
-    meta["settings"] = dict(suites=args.suites, batches=args.batches, dtypes=args.dtypes, layouts=args.layouts,
+    meta["settings"] = dict(suites=args.suites, batches={suite: suite_batches(suite, args) for suite in args.suites},
+                            dtypes=args.dtypes, layouts=args.layouts,
                             passes=args.passes, quick=args.quick, scale=None if ON_GPU else list(args.scale),
                             layers=not args.no_layers, models=not args.no_models, model_impls=args.model_impls,
                             time_budget=args.time_budget, steps=len(case_steps) + len(model_steps), steps_done=0,
@@ -299,10 +320,10 @@ def run(args) -> Results:
                 continue
             progress.step(model_label(step))
             if ON_GPU:
-                rows = run_model(suite, batch, 224, PRECISIONS[dtype], layout, compile_model=not args.no_compile,
-                                 impls=args.model_impls)
+                rows = run_model(suite, batch, input_size(suite), PRECISIONS[dtype], layout,
+                                 compile_model=not args.no_compile, impls=args.model_impls)
             else:
-                rows = run_model(suite, batch, CPU_MODEL_IMAGE, PRECISIONS[dtype], layout, compile_model=False,
+                rows = run_model(suite, batch, cpu_model_input(suite), PRECISIONS[dtype], layout, compile_model=False,
                                  builder_args=CPU_MODELS[suite], impls=args.model_impls)
             meta["settings"]["steps_done"] += 1
             results.add_models(step, rows)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from benchmarks.environment import ON_GPU, PRECISIONS, precision_mode
-from benchmarks.layers import TOLERANCE, conv_params, eligible_algorithms, make_inputs, reference_output, relative_error
-from benchmarks.networks import interpreter_scale, scaled_down, suite_cases
+from benchmarks.layers import TOLERANCE, eligible_algorithms, make_inputs, reference_output, relative_error
+from benchmarks.networks import SUITE_BATCHES, interpreter_scale, scaled_down, suite_cases
 from benchmarks.run import select_cases
 from benchmarks.timing import Rotation, synchronize
 
@@ -21,8 +21,8 @@ def pytest_generate_tests(metafunc):
     options = metafunc.config.option
     params = []
     for suite in options.bench_suites:
-        cases = suite_cases(suite, options.bench_batch) if options.bench_all_layers else \
-            select_cases(suite, options.bench_batch, quick=True)
+        batch = options.bench_batch or (SUITE_BATCHES.get(suite, 32) if ON_GPU else 1)
+        cases = suite_cases(suite, batch) if options.bench_all_layers else select_cases(suite, batch, quick=True)
         for case in cases:
             run = case if ON_GPU else scaled_down(case, *interpreter_scale(suite, (16, 14)))
             for impl in (["cudnn"] if ON_GPU else []) + ["auto"] + eligible_algorithms(run):
@@ -53,7 +53,7 @@ def test_conv_layer(benchmark, conv_case, impl, bench_rounds, request):
 
         rounds, warmup = bench_rounds
         benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=warmup)
-    macs = conv_params(conv_case).macs
+    macs = conv_case.macs
     benchmark.extra_info.update(
         suite=conv_case.suite, layer=conv_case.layer, count=conv_case.count, shape=conv_case.describe(),
         n=conv_case.n, macs=macs, dtype=precision.name, layout=options.bench_layout, rel_err=error,

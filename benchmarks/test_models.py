@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from benchmarks.environment import DEVICE, ON_GPU, PRECISIONS, precision_mode
-from benchmarks.models import MODEL_IMPLS, build_variants
-from benchmarks.run import CPU_MODEL_IMAGE, CPU_MODELS
+from benchmarks.models import MODEL_IMPLS, build_variants, memory_format
+from benchmarks.networks import SUITE_BATCHES, input_size
+from benchmarks.run import CPU_MODELS, cpu_model_input
 from benchmarks.timing import synchronize
 
 
@@ -23,16 +24,17 @@ def pytest_generate_tests(metafunc):
 def test_model(benchmark, model_name, impl, bench_rounds, request):
     options = request.config.option
     precision = PRECISIONS[options.bench_dtype]
-    fmt = torch.channels_last if options.bench_layout == "channels_last" else torch.contiguous_format
-    image = 224 if ON_GPU else CPU_MODEL_IMAGE
+    sample = input_size(model_name) if ON_GPU else cpu_model_input(model_name)
+    fmt = memory_format(options.bench_layout, sample)
     builder_args = {} if ON_GPU else CPU_MODELS[model_name]
+    batch = options.bench_batch or (SUITE_BATCHES.get(model_name, 32) if ON_GPU else 1)
     with torch.no_grad(), precision_mode(precision):
         variants = build_variants(model_name, precision, options.bench_layout, compile_model=impl == "compile",
-                                  image=image, builder_args=builder_args)
+                                  sample=sample, builder_args=builder_args)
         if impl not in variants:
             pytest.skip(f"{impl} is not available yet (cnn.fuse missing?)")
         model = variants[impl]
-        x = torch.randn(options.bench_batch, 3, image, image, device=DEVICE, dtype=precision.dtype)
+        x = torch.randn(batch, *sample, device=DEVICE, dtype=precision.dtype)
         x = x.to(memory_format=fmt)
 
         def timed():
@@ -43,5 +45,5 @@ def test_model(benchmark, model_name, impl, bench_rounds, request):
         rounds, warmup = bench_rounds  # compiling and autotuning happen in the warm-up rounds (GPU)
         out = benchmark.pedantic(timed, rounds=max(rounds // 5, 1), iterations=1, warmup_rounds=warmup)
     assert torch.isfinite(out).all()
-    benchmark.extra_info.update(model=model_name, batch=options.bench_batch, image=image, dtype=precision.name,
+    benchmark.extra_info.update(model=model_name, batch=batch, input=list(sample), dtype=precision.name,
                                 layout=options.bench_layout, builder_args=builder_args, interpreter=not ON_GPU)

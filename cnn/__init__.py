@@ -1,10 +1,11 @@
-"""The model layer: the classic CNNs, LeNet-5 to EfficientNet, on our kernels.
+"""The model layer: the classic CNNs, LeNet-5 to EfficientNet, and the video ResNets, on our kernels.
 
 Builders have torchvision's names, arguments and ``state_dict`` keys; ``cnn.Conv2d`` is an
-``nn.Conv2d`` computed by ``kernels.conv2d``; ``cnn.convert`` puts any model on our kernels.
+``nn.Conv2d`` computed by ``kernels.conv2d`` (``cnn.Conv3d``: ``kernels.conv3d``); ``cnn.convert``
+puts any model on our kernels.
 """
-from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d, convert, count_converted
-from .fuse import FusedConv2dBN, fuse
+from .conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, convert, count_converted
+from .fuse import FusedConv2dBN, FusedConv3dBN, fuse
 from .layers import BasicConv2d, ConvNormActivation, SqueezeExcitation, StochasticDepth, make_divisible
 from .profile import LayerProfile, Profile, profile
 from .alexnet import AlexNet, alexnet
@@ -30,6 +31,7 @@ from .shufflenet_v2 import (
 from .squeezenet import SqueezeNet, squeezenet1_0, squeezenet1_1
 from .transfer import find_head, freeze, replace_head, trainable_parameters, unfreeze
 from .vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
+from .video_resnet import VideoResNet, mc3_18, r2plus1d_18, r3d_18
 
 # Builders with torchvision's names (the models torchvision also has), then the ones it lacks.
 TORCHVISION_MODELS = (
@@ -45,7 +47,9 @@ TORCHVISION_MODELS = (
     "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3",
 )
 EXTRA_MODELS = ("mobilenet_v1", "se_resnet50", "se_resnext50_32x4d", "lenet5")
-MODELS = TORCHVISION_MODELS + EXTRA_MODELS
+MODELS = TORCHVISION_MODELS + EXTRA_MODELS  # image classifiers: (N, 3, H, W) in
+# Video classifiers with torchvision's names (``torchvision.models.video``): (N, 3, T, H, W) clips in.
+VIDEO_MODELS = ("r3d_18", "mc3_18", "r2plus1d_18")
 
 # The smallest square input each model runs on (torchvision's ``min_size``; 32 for LeNet-5, which
 # needs exactly 32x32 for its C5 layer); the others run on 1x1 and up.

@@ -1,5 +1,6 @@
-"""Convolution modules that run on our kernels (``cnn.Conv2d``, ``Conv1d``, ``ConvTranspose2d``,
-``ConvTranspose1d``: subclasses of their ``nn.`` namesakes) and ``cnn.convert``."""
+"""Convolution modules that run on our kernels (``cnn.Conv2d``, ``Conv1d``, ``Conv3d``,
+``ConvTranspose2d``, ``ConvTranspose1d``, ``ConvTranspose3d``: subclasses of their ``nn.``
+namesakes) and ``cnn.convert``."""
 from __future__ import annotations
 
 import warnings
@@ -23,7 +24,7 @@ class _OnKernels:
         return super().extra_repr() + f", algorithm={self.algorithm!r}"
 
     def _padded(self, input):
-        """Non-zero padding modes pad explicitly, then convolve unpadded, as nn.Conv1d/2d do."""
+        """Non-zero padding modes pad explicitly, then convolve unpadded, as nn.Conv1d/2d/3d do."""
         if self.padding_mode != "zeros":
             return F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode), 0
         return input, self.padding
@@ -54,6 +55,15 @@ class Conv1d(_OnKernels, nn.Conv1d):
                               algorithm=self.algorithm)
 
 
+class Conv3d(_OnKernels, nn.Conv3d):
+    """``nn.Conv3d`` with the same parameters and keys, computed by ``kernels.conv3d``."""
+
+    def _conv_forward(self, input, weight, bias):
+        input, padding = self._padded(input)
+        return kernels.conv3d(input, weight, bias, self.stride, padding, self.dilation, self.groups,
+                              algorithm=self.algorithm)
+
+
 class ConvTranspose2d(_OnKernels, nn.ConvTranspose2d):
     """``nn.ConvTranspose2d`` (``output_size`` included) computed by ``kernels.conv_transpose2d``."""
 
@@ -72,12 +82,23 @@ class ConvTranspose1d(_OnKernels, nn.ConvTranspose1d):
                                         self.groups, self.dilation, algorithm=self.algorithm)
 
 
+class ConvTranspose3d(_OnKernels, nn.ConvTranspose3d):
+    """``nn.ConvTranspose3d`` (``output_size`` included) computed by ``kernels.conv_transpose3d``."""
+
+    def forward(self, input, output_size: Optional[List[int]] = None):
+        output_padding = self._transposed_output_padding(input, output_size, 3)
+        return kernels.conv_transpose3d(input, self.weight, self.bias, self.stride, self.padding, output_padding,
+                                        self.groups, self.dilation, algorithm=self.algorithm)
+
+
 # nn class -> (our class, the methods that compute: a subclass overriding one computes something of its own)
 FAMILIES = {
     nn.Conv2d: (Conv2d, ("forward", "_conv_forward")),
     nn.Conv1d: (Conv1d, ("forward", "_conv_forward")),
     nn.ConvTranspose2d: (ConvTranspose2d, ("forward",)),
     nn.ConvTranspose1d: (ConvTranspose1d, ("forward",)),
+    nn.Conv3d: (Conv3d, ("forward", "_conv_forward")),
+    nn.ConvTranspose3d: (ConvTranspose3d, ("forward",)),
 }
 KERNEL_CLASSES = tuple(ours for ours, _ in FAMILIES.values())
 
@@ -104,14 +125,15 @@ def _computes_like(cls: type, base: type) -> bool:
 
 
 def convert(model: nn.Module, algorithm: str = "auto") -> nn.Module:
-    """Make every ``nn.Conv2d``, ``nn.Conv1d``, ``nn.ConvTranspose2d`` and ``nn.ConvTranspose1d``
-    of ``model`` its ``cnn`` counterpart in place, and return ``model``.
+    """Make every ``nn.Conv2d``, ``nn.Conv1d``, ``nn.Conv3d``, ``nn.ConvTranspose2d``,
+    ``nn.ConvTranspose1d`` and ``nn.ConvTranspose3d`` of ``model`` its ``cnn`` counterpart in
+    place, and return ``model``.
 
     The modules keep their identity, parameters (the same tensor objects, so an optimizer built
     before still holds them), buffers, hooks and ``state_dict`` keys; only their class changes.
     ``algorithm`` is set on every converted convolution (also on ones that already were ours).
     A subclass that overrides ``forward`` (or ``_conv_forward``) computes something of its own,
-    so it is left as it is, with a warning. 3-D convolutions are not converted.
+    so it is left as it is, with a warning.
     """
     if algorithm not in kernels.ALGORITHMS:
         raise ValueError(f"convert: unknown algorithm={algorithm!r}; expected one of {list(kernels.ALGORITHMS)}")
@@ -140,4 +162,5 @@ def count_converted(model: nn.Module) -> int:
     return sum(isinstance(m, KERNEL_CLASSES) for m in model.modules())
 
 
-__all__ = ["Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d", "convert", "count_converted"]
+__all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "convert",
+           "count_converted"]

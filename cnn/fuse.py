@@ -1,11 +1,13 @@
-"""``cnn.fuse(model)``: conv -> BatchNorm (-> add) (-> activation) chains as one ``kernels.conv2d_bn``.
+"""``cnn.fuse(model)``: conv -> BatchNorm (-> add) (-> activation) chains as one ``kernels.conv2d_bn``
+(``kernels.conv3d_bn`` for ``nn.Conv3d`` -> ``nn.BatchNorm3d``).
 
 The model is traced with ``torch.fx`` (convolutions, batch norms and activations kept as leaf
 calls), and in the graph every
 
     conv -> bn [-> x + residual] [-> relu | relu6 | silu | hardswish | hardsigmoid | sigmoid]
 
-whose intermediate results have no other user becomes one call of a ``FusedConv2dBN`` module.
+whose intermediate results have no other user becomes one call of a ``FusedConv2dBN`` module
+(``FusedConv3dBN`` for 3-D convolutions and batch norms, as in the video ResNets' blocks).
 Matching is on the graph, with ``isinstance`` (subclasses of ``nn.Conv2d`` such as ``cnn.Conv2d``
 and of ``nn.BatchNorm2d`` count; PyTorch's FX ``fuse`` matches exact types and skips them), so it
 covers torchvision's ``Conv2dNormActivation``, ResNet's BasicBlock / Bottleneck tails
@@ -42,15 +44,18 @@ import torch.nn.functional as F
 import kernels
 
 
-class FusedConv2dBN(nn.Module):
-    """One ``kernels.conv2d_bn`` call: ``act(bn(conv(x)) [+ residual])`` at inference.
+class FusedConvBN(nn.Module):
+    """One fused call (``kernels.<op_name>``): ``act(bn(conv(x)) [+ residual])`` at inference.
 
     Holds the convolution's weight and bias and the BatchNorm's running statistics, affine
     parameters and ``eps`` (the same tensors as the modules it replaces); the folded per-channel
-    scale / shift is cached by ``kernels.conv2d_bn`` and refreshed when any of them changes.
+    scale / shift is cached by ``kernels`` and refreshed when any of them changes. The 2-D and
+    3-D forms differ only in the function they call.
     """
 
-    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, activation: Optional[str] = None):
+    op_name: str  # the kernels function: "conv2d_bn" or "conv3d_bn"
+
+    def __init__(self, conv: nn.Module, bn: nn.Module, activation: Optional[str] = None):
         super().__init__()
         self.weight = conv.weight
         self.bias = conv.bias
@@ -71,10 +76,10 @@ class FusedConv2dBN(nn.Module):
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         padding = self.padding
         if self.padding_mode != "zeros":
-            # As nn.Conv2d does: pad explicitly, then convolve unpadded.
+            # As nn.Conv2d / nn.Conv3d do: pad explicitly, then convolve unpadded.
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = 0
-        return kernels.conv2d_bn(
+        return getattr(kernels, self.op_name)(
             x, self.weight, self.bias, self.running_mean, self.running_var, self.bn_weight, self.bn_bias,
             self.eps, self.stride, padding, self.dilation, self.groups,
             residual=residual, activation=self.activation, algorithm=self.algorithm,
@@ -85,6 +90,26 @@ class FusedConv2dBN(nn.Module):
                 f"kernel_size={tuple(self.weight.shape[2:])}, stride={self.stride}, padding={self.padding}, "
                 f"groups={self.groups}, eps={self.eps}, activation={self.activation!r}, "
                 f"algorithm={self.algorithm!r}")
+
+
+class FusedConv2dBN(FusedConvBN):
+    """``nn.Conv2d`` -> ``nn.BatchNorm2d`` (-> add) (-> act) as one ``kernels.conv2d_bn``."""
+
+    op_name = "conv2d_bn"
+
+
+class FusedConv3dBN(FusedConvBN):
+    """``nn.Conv3d`` -> ``nn.BatchNorm3d`` (-> add) (-> act) as one ``kernels.conv3d_bn``."""
+
+    op_name = "conv3d_bn"
+
+
+# Convolution class -> (its fused module, the batch norms that may follow it).
+FUSABLE = {
+    nn.Conv2d: (FusedConv2dBN, (nn.BatchNorm2d, nn.SyncBatchNorm)),
+    nn.Conv3d: (FusedConv3dBN, (nn.BatchNorm3d, nn.SyncBatchNorm)),
+}
+_CONVOLUTIONS = tuple(FUSABLE)
 
 
 _ACTIVATION_MODULES = (
@@ -111,18 +136,23 @@ def module_activation(module: nn.Module) -> Optional[str]:
     return None
 
 
-def _is_batch_norm_2d(module: nn.Module) -> bool:
-    return (
-        isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm))
-        and module.track_running_stats and module.running_mean is not None and module.running_var is not None
-    )
+def _fusable_pair(conv: nn.Module, bn: nn.Module) -> Optional[type]:
+    """The fused module class for ``conv`` followed by ``bn``, or None: a 2-D (3-D) convolution
+    and a BatchNorm of its dimension (or a SyncBatchNorm) with running statistics, one per channel."""
+    for conv_cls, (fused_cls, norms) in FUSABLE.items():
+        if isinstance(conv, conv_cls):
+            if (isinstance(bn, norms) and bn.track_running_stats and bn.running_mean is not None
+                    and bn.running_var is not None and bn.num_features == conv.out_channels):
+                return fused_cls
+            return None
+    return None
 
 
 class _LeafTracer(fx.Tracer):
     """Keeps convolutions, batch norms, activations and already-fused modules as single calls."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, (nn.Conv2d, nn.modules.batchnorm._BatchNorm, FusedConv2dBN)):
+        if isinstance(m, (*_CONVOLUTIONS, nn.modules.batchnorm._BatchNorm, FusedConvBN)):
             return True
         if module_activation(m) is not None:
             return True
@@ -199,17 +229,16 @@ def fuse_graph(root: nn.Module, graph: fx.Graph) -> int:
     calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
     fused = 0
     for bn_node in list(graph.nodes):
-        if bn_node.op != "call_module" or not _is_batch_norm_2d(modules[bn_node.target]):
+        if bn_node.op != "call_module" or not isinstance(modules[bn_node.target], nn.modules.batchnorm._BatchNorm):
             continue
         if len(bn_node.args) != 1 or bn_node.kwargs:
             continue
         conv_node = bn_node.args[0]
-        if not (isinstance(conv_node, fx.Node) and conv_node.op == "call_module"
-                and isinstance(modules[conv_node.target], nn.Conv2d)):
+        if not (isinstance(conv_node, fx.Node) and conv_node.op == "call_module"):
             continue
         conv, bn = modules[conv_node.target], modules[bn_node.target]
-        if (len(conv_node.users) != 1 or len(conv_node.args) != 1 or conv_node.kwargs
-                or bn.num_features != conv.out_channels):
+        fused_cls = _fusable_pair(conv, bn)
+        if fused_cls is None or len(conv_node.users) != 1 or len(conv_node.args) != 1 or conv_node.kwargs:
             continue
         chain = [conv_node, bn_node]
         residual = activation = None
@@ -224,7 +253,7 @@ def fuse_graph(root: nn.Module, graph: fx.Graph) -> int:
             if activation is not None:
                 chain.append(user)
 
-        module = FusedConv2dBN(conv, bn, activation)
+        module = fused_cls(conv, bn, activation)
         target = conv_node.target
         if calls[target] > 1:
             index = 0
@@ -246,7 +275,7 @@ def fuse_graph(root: nn.Module, graph: fx.Graph) -> int:
 
 def _fuse_tree(module: nn.Module) -> nn.Module:
     """``module`` with its chains fused: as a GraphModule when it traces, else child by child."""
-    if isinstance(module, (nn.Conv2d, nn.modules.batchnorm._BatchNorm, FusedConv2dBN)):
+    if isinstance(module, (*_CONVOLUTIONS, nn.modules.batchnorm._BatchNorm, FusedConvBN)):
         return module
     try:
         graph = _LeafTracer().trace(module)
@@ -263,10 +292,10 @@ def _fuse_tree(module: nn.Module) -> nn.Module:
 
 def fuse(model: nn.Module) -> nn.Module:
     """An eval-mode, inference-only copy of ``model`` in which every conv -> BN (-> add) (-> act)
-    chain runs as one ``kernels.conv2d_bn`` launch.
+    chain runs as one ``kernels.conv2d_bn`` (3-D: ``kernels.conv3d_bn``) launch.
 
     The original model is not modified. The copy's parameters do not require grad (it is for
-    inference: ``kernels.conv2d_bn`` has no backward). When the model traces with ``torch.fx``
+    inference: the fused kernels have no backward). When the model traces with ``torch.fx``
     the copy is a ``torch.fx.GraphModule`` with the model's class name and the submodules the
     graph calls (the fused ones at the convolutions' paths); otherwise it is the model's own
     class with fused traceable children. Batch norms that follow no convolution (or whose

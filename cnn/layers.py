@@ -143,16 +143,16 @@ def imagenet_to_inception_input(x: torch.Tensor) -> torch.Tensor:
 
 
 def init_weights(model: nn.Module, linear_std: Optional[float] = 0.01, conv_nonlinearity: str = "relu") -> None:
-    """The classic initialisation: He (fan_out) convolutions, unit norms, small normal linears.
+    """The classic initialisation: He (fan_out) convolutions (2-D and 3-D), unit norms, small normal linears.
 
     ``linear_std=None`` keeps PyTorch's default Linear initialisation (as ResNet does).
     """
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity=conv_nonlinearity)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear) and linear_std is not None:

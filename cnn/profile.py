@@ -1,7 +1,7 @@
 """``cnn.profile``: per-layer MACs, shapes and algorithms of a model by shape propagation.
 
-Nothing is computed: parameters and activations are meta tensors, and every convolution (1-D
-and 2-D, transposed or not) is replaced (for the duration of the call) by a function that asks
+Nothing is computed: parameters and activations are meta tensors, and every convolution (1-D,
+2-D and 3-D, transposed or not) is replaced (for the duration of the call) by a function that asks
 ``kernels`` which algorithm runs it and how many multiplies that algorithm performs. PyTorch's
 FlopCounterMode would count our custom ops as zero; this sees them (and counts a transposed
 convolution's MACs the way FlopCounterMode counts aten's).
@@ -14,10 +14,12 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from kernels.dispatch import resolve
 from kernels.core.params import ConvParams
 from kernels.core.variant_params import TransposedParams, lift_1d
+from kernels.dispatch import REGISTRY
 
 Shape = Tuple[int, ...]
 
@@ -27,7 +29,7 @@ class LayerProfile:
     """One convolution or linear layer: MACs of the definition, multiplies of the chosen algorithm."""
 
     name: str
-    kind: str  # "conv" (1-D or 2-D), "conv_transpose" (1-D or 2-D) or "linear"
+    kind: str  # "conv" (1-D, 2-D or 3-D), "conv_transpose" (1-D, 2-D or 3-D) or "linear"
     input_shape: Shape
     output_shape: Shape
     algorithm: str  # the registered algorithm the layer's ``algorithm`` resolves to; "linear" for nn.Linear
@@ -75,11 +77,61 @@ class Profile:
         return "\n".join([fmt(header), rule, *map(fmt, lines), rule, total])
 
 
-CONVOLUTIONS = (nn.Conv2d, nn.Conv1d, nn.ConvTranspose2d, nn.ConvTranspose1d)
+CONVOLUTIONS_3D = (nn.Conv3d, nn.ConvTranspose3d)
+CONVOLUTIONS = (nn.Conv2d, nn.Conv1d, nn.ConvTranspose2d, nn.ConvTranspose1d) + CONVOLUTIONS_3D
 
 
 def _channels_last(x: torch.Tensor) -> bool:
+    if x.dim() == 5:
+        return x.is_contiguous(memory_format=torch.channels_last_3d) and x.shape[1] > 1
     return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
+
+
+def conv3d_algorithm(algorithm: str, in_channels: int, kernel_size: Tuple[int, ...], groups: int) -> str:
+    """The registered algorithm a 3-D convolution with ``algorithm=`` runs on (for a transposed
+    one: the convolution it is the dgrad of, whose input has ``in_channels``).
+
+    HOOK (issue 24), the one place ``cnn`` names a 3-D layer's algorithm: ``kernels.dispatch``
+    does not resolve 3-D problems yet. Until it does, ``"auto"`` follows the routing the issue
+    fixes for them (channel-wise on the depthwise kernel, 1x1x1 as the pointwise GEMM, everything
+    else on the implicit GEMM) and an explicit registered name is reported as given (whether it
+    applies is ``kernels.conv3d``'s to say). Replace the body by ``kernels.dispatch``'s 3-D
+    resolution once it exists.
+    """
+    if algorithm != "auto":
+        if algorithm not in REGISTRY:
+            raise ValueError(f"profile: a 3-D convolution's algorithm must be 'auto' or one of {list(REGISTRY)}, "
+                             f"got {algorithm!r}")
+        return algorithm
+    if groups == in_channels and groups > 1:
+        return "depthwise"
+    if tuple(kernel_size) == (1, 1, 1):
+        return "pointwise"
+    return "im2col"
+
+
+def _conv3d_row(name: str, module: nn.Module, x: torch.Tensor, output_size=None) -> Tuple[LayerProfile, Shape, bool]:
+    """A 3-D convolution's row: the output as PyTorch's meta kernel gives it (shape and memory
+    format), MACs of the definition (a transposed one's as FlopCounterMode counts them: every input
+    voxel times every tap), which the implicit-GEMM, pointwise and depthwise kernels all perform."""
+    transposed = isinstance(module, nn.ConvTranspose3d)
+    weight = torch.empty_like(module.weight, device="meta")
+    args = dict(stride=module.stride, padding=module.padding, dilation=module.dilation, groups=module.groups)
+    if transposed:
+        args["output_padding"] = module._output_padding(x, output_size, module.stride, module.padding,
+                                                        module.kernel_size, 3, module.dilation)
+        out = F.conv_transpose3d(x, weight, **args)
+        macs = x.numel() * (module.out_channels // module.groups) * weight[0, 0].numel()
+        conv_input_channels = module.out_channels
+    else:
+        out = F.conv3d(x, weight, **args)
+        macs = out.numel() * weight[0].numel()
+        conv_input_channels = module.in_channels
+    algorithm = conv3d_algorithm(getattr(module, "algorithm", "auto"), conv_input_channels, module.kernel_size,
+                                 module.groups)
+    row = LayerProfile(name, "conv_transpose" if transposed else "conv", tuple(x.shape), tuple(out.shape),
+                       algorithm, int(macs), int(macs), sum(p.numel() for p in module.parameters(recurse=False)))
+    return row, tuple(out.shape), _channels_last(out)
 
 
 def _conv_row(name: str, module: nn.Module, x: torch.Tensor, output_size=None) -> Tuple[LayerProfile, Shape, bool]:
@@ -90,8 +142,10 @@ def _conv_row(name: str, module: nn.Module, x: torch.Tensor, output_size=None) -
     (FLOPs / 2: every input pixel times every tap, including taps that land in the padding); it
     runs as the dgrad of a convolution, so ``algorithm`` is the registered algorithm whose
     ``grad_input`` computes it and ``multiplies`` is that MAC count (the dgrad kernel performs
-    the definition's products, skipping those that land in the padding).
+    the definition's products, skipping those that land in the padding). 3-D ones: ``_conv3d_row``.
     """
+    if isinstance(module, CONVOLUTIONS_3D):
+        return _conv3d_row(name, module, x, output_size)
     one_d = isinstance(module, (nn.Conv1d, nn.ConvTranspose1d))
     transposed = isinstance(module, (nn.ConvTranspose2d, nn.ConvTranspose1d))
     op = ("conv_transpose" if transposed else "conv") + ("1d" if one_d else "2d")
@@ -130,22 +184,22 @@ def _conv_row(name: str, module: nn.Module, x: torch.Tensor, output_size=None) -
 def profile(model: nn.Module, input_size: Sequence[int], *, dtype: Optional[torch.dtype] = None,
             channels_last: bool = False, spatial_dims: int = 2) -> Profile:
     """Profile ``model`` on an input of ``input_size`` without computing: (C, H, W) means batch 1,
-    (N, C, H, W) is batched; with ``spatial_dims=1`` (a sequence model), (C, L) or (N, C, L).
+    (N, C, H, W) is batched; with ``spatial_dims=1`` (a sequence model), (C, L) or (N, C, L); with
+    ``spatial_dims=3`` (a video or volume model), (C, T, H, W) or (N, C, T, H, W).
 
-    Each ``nn.Conv2d``, ``nn.Conv1d``, ``nn.ConvTranspose2d`` and ``nn.ConvTranspose1d`` (ours or
-    not) reports the algorithm its ``algorithm`` attribute (``"auto"`` when it has none) resolves
-    to for that shape, with ``kernels``' MAC and multiply counts (transposed ones as
-    ``_conv_row`` says); each ``nn.Linear`` its MACs. ``dtype`` defaults to the model's
-    parameter dtype.
+    Each ``nn.Conv1d/2d/3d`` and ``nn.ConvTranspose1d/2d/3d`` (ours or not) reports the algorithm
+    its ``algorithm`` attribute (``"auto"`` when it has none) resolves to for that shape, with
+    ``kernels``' MAC and multiply counts (transposed ones as ``_conv_row`` says); each
+    ``nn.Linear`` its MACs. ``dtype`` defaults to the model's parameter dtype.
     """
-    if spatial_dims not in (1, 2):
-        raise ValueError(f"profile: spatial_dims must be 1 or 2, got {spatial_dims!r}")
+    expected = {1: "(C, L) or (N, C, L)", 2: "(C, H, W) or (N, C, H, W)", 3: "(C, T, H, W) or (N, C, T, H, W)"}
+    if spatial_dims not in expected:
+        raise ValueError(f"profile: spatial_dims must be 1, 2 or 3, got {spatial_dims!r}")
     size = tuple(int(d) for d in input_size)
     if len(size) == spatial_dims + 1:
         size = (1,) + size
     if len(size) != spatial_dims + 2:
-        expected = "(C, L) or (N, C, L)" if spatial_dims == 1 else "(C, H, W) or (N, C, H, W)"
-        raise ValueError(f"profile: input_size must be {expected}, got {tuple(input_size)}")
+        raise ValueError(f"profile: input_size must be {expected[spatial_dims]}, got {tuple(input_size)}")
     if dtype is None:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     rows: List[LayerProfile] = []
@@ -154,7 +208,8 @@ def profile(model: nn.Module, input_size: Sequence[int], *, dtype: Optional[torc
         def forward(x, output_size=None):
             row, shape, channels_last = _conv_row(name, module, x, output_size)
             rows.append(row)
-            fmt = torch.channels_last if channels_last and len(shape) == 4 else torch.contiguous_format
+            formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+            fmt = formats.get(len(shape), torch.contiguous_format) if channels_last else torch.contiguous_format
             return torch.empty(shape, dtype=x.dtype, device="meta", memory_format=fmt)
         return forward
 
@@ -182,7 +237,7 @@ def profile(model: nn.Module, input_size: Sequence[int], *, dtype: Optional[torc
         }
         x = torch.empty(size, dtype=dtype, device="meta")
         if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last_3d if spatial_dims == 3 else torch.channels_last)
         with torch.no_grad():
             torch.func.functional_call(model, meta_state, (x,))
     finally:

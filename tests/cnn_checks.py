@@ -4,7 +4,7 @@ import re
 import torch
 import torch.nn as nn
 
-import cnn
+from cnn.conv import FAMILIES
 
 
 def layout(model):
@@ -17,12 +17,12 @@ def randomise(model, seed=0):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear)):
                 fan_in = m.weight[0].numel()
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
                 if m.bias is not None:
                     m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
                 m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
                 m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
                 m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
@@ -40,10 +40,12 @@ def random_float64_model(build):
 
 
 def on_pytorch_convs(model):
-    """The same module tree with its convolutions computed by nn.Conv2d (for wiring checks only)."""
+    """The same module tree with its convolutions computed by PyTorch's (nn.Conv2d for a cnn.Conv2d,
+    nn.Conv3d for a cnn.Conv3d, ...: for wiring checks only)."""
     for m in model.modules():
-        if isinstance(m, cnn.Conv2d):
-            m.__class__ = nn.Conv2d
+        for torch_class, (ours, _) in FAMILIES.items():
+            if isinstance(m, ours):
+                m.__class__ = torch_class
     return model
 
 

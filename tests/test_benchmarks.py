@@ -53,22 +53,29 @@ def test_conv_layers_finds_each_unique_layer_with_its_count():
     assert all(type(m) is cnn.Conv2d and "forward" not in m.__dict__ for m in model.modules() if isinstance(m, nn.Conv2d))
 
 
-# Published GMACs (conv + linear) at 224x224 and the networks' conv-layer counts; the linear
-# layers' MACs are subtracted to compare the convolutions alone.
+# Published GMACs (conv + linear) at 224x224 (R3D-18: one 16x112x112 clip) and the networks'
+# conv-layer counts; the linear layers' MACs are subtracted to compare the convolutions alone.
 NETWORKS = {
     "resnet50": (4.089e9 - 2048 * 1000, 53),
     "vgg16": (15.47e9 - (25088 * 4096 + 4096 * 4096 + 4096 * 1000), 13),
     "mobilenet_v2": (0.301e9 - 1280 * 1000, 52),
     "efficientnet_b0": (0.386e9 - 1280 * 1000, 81),
     "densenet121": (2.834e9 - 1024 * 1000, 120),
+    "r3d_18": (40.697e9 - 512 * 400, 20),
 }
+
+
+def _layer_macs(c) -> int:
+    """MACs of one "same"-padded layer: outputs (input size / stride per axis) x reduction."""
+    sizes, kernel = ((c.d, c.h, c.w), c.t * c.r * c.s) if c.op == "conv3d" else ((c.h, c.w), c.r * c.s)
+    strides = (c.stride,) * len(sizes) if isinstance(c.stride, int) else c.stride
+    return c.k * c.c // c.groups * kernel * math.prod(math.ceil(n / s) for n, s in zip(sizes, strides))
 
 
 @pytest.mark.parametrize("suite", list(SUITES))
 def test_suite_cases_match_the_published_network(suite):
     cases = suite_cases(suite, batch=1)
-    macs = sum(c.count * c.k * c.c // c.groups * c.r * c.s * math.ceil(c.h / c.stride) * math.ceil(c.w / c.stride)
-               for c in cases)
+    macs = sum(c.count * _layer_macs(c) for c in cases)
     published_macs, convs = NETWORKS[suite]
     assert sum(c.count for c in cases) == convs
     assert abs(macs - published_macs) / published_macs < 0.005

@@ -33,11 +33,11 @@ def test_convert_swaps_transposed_and_1d_convolutions(device):
         cnn.convert(sequence, algorithm="direct")
     assert [type(m) for m in image][:2] == [cnn.Conv2d, cnn.ConvTranspose2d]
     assert isinstance(image[2], Plain) and isinstance(image[2], cnn.ConvTranspose2d)
-    assert [type(m) for m in sequence] == [cnn.Conv1d, cnn.ConvTranspose1d, OwnForward, nn.Conv3d]
-    assert all(m.algorithm == "direct" for m in list(image) + list(sequence[:2]))
+    assert [type(m) for m in sequence] == [cnn.Conv1d, cnn.ConvTranspose1d, OwnForward, cnn.Conv3d]
+    assert all(m.algorithm == "direct" for m in list(image) + list(sequence[:2]) + [sequence[3]])
     assert [list(m.state_dict()) for m in (image, sequence)] == keys
     assert [list(m.parameters()) for m in (image, sequence)] == weights  # the same tensors
-    assert cnn.count_converted(image) == 3 and cnn.count_converted(sequence) == 2
+    assert cnn.count_converted(image) == 3 and cnn.count_converted(sequence) == 3
     for model, reference, x in ((image, references[0], torch.randn(1, 3, 5, 5)),
                                 (sequence[:2], references[1], torch.randn(2, 4, 6))):
         with torch.no_grad():
