@@ -164,8 +164,8 @@ def main(argv=None) -> int:
     if unknown:
         print(f"benchmarks.launch_plan: skipping suites it does not know: {unknown}", file=sys.stderr)
     three_d = [s for s in args.suites if s in SUITES and any(c.three_d for c in suite_cases(s))]
-    if three_d:  # kernels.launch_plan.record_conv2d records 2-D calls; 3-D needs its 3-D counterpart
-        print(f"benchmarks.launch_plan: skipping 3-D suites (no 3-D recorder in kernels.launch_plan yet): {three_d}",
+    if three_d:  # kernels.sm90.launch_plan.record_conv2d records 2-D calls; 3-D needs its 3-D counterpart
+        print(f"benchmarks.launch_plan: skipping 3-D suites (no 3-D recorder in kernels.sm90.launch_plan yet): {three_d}",
               file=sys.stderr)
     meta = metadata()
     data = {}

@@ -3,8 +3,7 @@
 * ``eager``: the model with ``nn.Conv2d`` / ``nn.Conv3d`` (cuDNN, ``cudnn.benchmark = True``), BatchNorm unfused;
 * ``compile``: ``torch.compile`` of ``eager`` (Inductor, default mode);
 * ``kernels``: the ``cnn`` model, every convolution on ``kernels.conv2d`` / ``kernels.conv3d`` (``algorithm="auto"``);
-* ``kernels_fused``: ``cnn.fuse`` of it (conv+BN(+add)(+activation) in one kernel), once
-  ``cnn.fuse`` exists.
+* ``kernels_fused``: ``cnn.fuse`` of it (conv+BN(+add)(+activation) in one kernel).
 
 All four hold the same weights and BatchNorm statistics (calibrated on random images, see
 ``calibrate_batch_norms``) and each output is compared with ``eager`` in fp32 with TF32 off

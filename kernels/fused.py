@@ -220,7 +220,9 @@ def conv2d_bn(
     activation: Optional[str] = None,
     algorithm: str = "auto",
 ) -> torch.Tensor:
-    """``act(batch_norm(conv2d(input, weight, bias, ...), training=False, eps=eps) + residual)`` in one launch.
+    """``act(batch_norm(conv2d(input, weight, bias, ...), training=False, eps=eps) + residual)`` in the
+    algorithm's forward kernel: one launch (Winograd's three-stage path: its three; a split-K plan:
+    one more, the reduce, which applies the epilogue).
 
     Arguments as in ``kernels.conv2d`` and ``F.batch_norm`` (``bn_weight`` / ``bn_bias`` may be
     None, as for ``affine=False``); ``residual`` has (or broadcasts to) the output's shape, in any

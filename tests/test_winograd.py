@@ -168,7 +168,7 @@ def test_counts_report_the_transformed_tensors_traffic_of_the_path_that_runs(til
 
 @pytest.mark.parametrize("tile", ["winograd_f2", "winograd_f4"])
 def test_planner_keeps_the_fused_kernel_only_where_the_model_predicts_it_faster(tile):
-    """The static model (winograd_plan): wide layers on the three-stage GEMMs, few channels
+    """The static model (kernels.ops.winograd.plan): wide layers on the three-stage GEMMs, few channels
     (the transformed tensors' traffic dominates) and tiny problems (three launches) fused."""
     def path(n, c, hw):
         return choose_path(TILES[tile], kernels.ConvParams.from_shapes((n, c, hw, hw), (c, c, 3, 3), padding=1,

@@ -95,7 +95,7 @@ def table_choice(params: ConvParams, device_name: Optional[str]) -> Optional[str
 
 def choose_auto(params: ConvParams) -> str:
     """``algorithm="auto"``: the timing autotune when on (``KERNELS_AUTOTUNE=1`` or
-    ``kernels.autotune_cache.enable()``), else the device's committed routing table, else ``ROUTES``.
+    ``kernels.dispatch.autotune_cache.enable()``), else the device's committed routing table, else ``ROUTES``.
     Off by default: deterministic."""
     if autotune_cache.enabled():
         eligible = [name for name, entry in REGISTRY.items() if entry.eligible(params)]

@@ -18,8 +18,12 @@ from .tiles import advance_pixels, pixel_walk
 
 @triton.jit
 def _bias_grad_kernel(
-    dy_ptr, part_ptr, N, K, P, Q, CHUNK,
+    # pointers: grad_output, per-chunk partial sums
+    dy_ptr, part_ptr,
+    # sizes (CHUNK: output pixels per reduction part) and the strides of grad_output
+    N, K, P, Q, CHUNK,
     sd_n, sd_k, sd_p, sd_q,
+    # meta-parameters
     ACC_DTYPE: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):

@@ -34,16 +34,21 @@ from .tiles import advance_pixels, pixel_walk
 
 @triton.jit
 def _depthwise_forward_kernel(
-    x_ptr, w_ptr, out_ptr, bias_ptr, scale_ptr, shift_ptr, res_ptr,
+    # pointers: input, weight, output
+    x_ptr, w_ptr, out_ptr,
+    # sizes (MULT: output channels per input channel)
     H, W, P, Q, K, MULT,
+    # strides of the input, the weight and the output
     sx_n, sx_c, sx_h, sx_w,
     sw_k, sw_r, sw_s,
     so_n, so_k, so_p, so_q,
-    sr_n, sr_k, sr_p, sr_q,
+    # geometry
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
-    R: tl.constexpr, S: tl.constexpr,
-    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-    ACTIVATION: tl.constexpr, ACC_DTYPE: tl.constexpr, USE_INT64: tl.constexpr,
+    # the epilogue (``epilogue.store_conv_tile``): per-channel vectors, residual and its strides, flags
+    bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
+    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
+    # meta-parameters
+    R: tl.constexpr, S: tl.constexpr, ACC_DTYPE: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Each program computes a [BLOCK_P x BLOCK_Q output pixels of one image] x [BLOCK_N
@@ -88,22 +93,26 @@ def _depthwise_forward_kernel(
 
     store_conv_tile(
         acc, n, p, q, k, mask_m, mask_n,
-        out_ptr, so_n, so_k, so_p, so_q,
-        bias_ptr, scale_ptr, shift_ptr,
-        res_ptr, sr_n, sr_k, sr_p, sr_q,
-        HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION,
+        (out_ptr, so_n, so_k, so_p, so_q),
+        (bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
+         HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION),
     )
 
 
 @triton.jit
 def _depthwise_dgrad_kernel(
+    # pointers: grad_output, weight, grad_input
     dy_ptr, w_ptr, dx_ptr,
+    # sizes (MULT: output channels per input channel; H/W_PER_PHASE: rows / columns of a phase)
     H, W, P, Q, C, MULT, H_PER_PHASE, W_PER_PHASE,
+    # strides of grad_output, the weight and grad_input
     sd_n, sd_k, sd_p, sd_q,
     sw_k, sw_r, sw_s,
     sx_n, sx_c, sx_h, sx_w,
+    # geometry, and the tap / grad_output row steps of a phase (``phases.tap_steps``)
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
     tap_step_h, tap_step_w, row_step_h, row_step_w,
+    # meta-parameters
     R: tl.constexpr, S: tl.constexpr, ACC_DTYPE: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -164,11 +173,16 @@ def _depthwise_dgrad_kernel(
 
 @triton.jit
 def _depthwise_wgrad_kernel(
+    # pointers: input, grad_output, per-chunk partial grad_weight
     x_ptr, dy_ptr, part_ptr,
+    # sizes (CHUNK: output pixels per reduction part)
     N, H, W, P, Q, K, MULT, CHUNK,
+    # strides of the input and of grad_output
     sx_n, sx_c, sx_h, sx_w,
     sd_n, sd_k, sd_p, sd_q,
+    # geometry
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    # meta-parameters
     R: tl.constexpr, S: tl.constexpr, ACC_DTYPE: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -269,12 +283,11 @@ def depthwise_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None,
     epilogue = epilogue_arguments(out, bias, scale, shift, residual, activation)
     DEPTHWISE_FORWARD[_patch_grid(params.n, params.p, params.q, params.k)](
         x, w, out,
-        *epilogue.pointers,
         params.h, params.w, params.p, params.q, params.k, params.k // params.c,
-        *x.stride(), *_weight_taps(w), *out.stride(), *epilogue.residual_strides,
+        *x.stride(), *_weight_taps(w), *out.stride(),
         *params.geometry,
+        *epilogue.args, **epilogue.flags,
         R=params.r, S=params.s,
-        **epilogue.flags,
         ACC_DTYPE=acc_dtype(params.dtype),
         USE_INT64=needs_int64(x, w, out, epilogue.residual_or_out),
     )

@@ -5,8 +5,8 @@ out[n, k, p, q] = sum over c, r, s of x[n, c, p*stride - pad + r*dil, q*stride -
 row of output-channel weights, so every loaded input value feeds BLOCK_N multiply-adds.
 
 It serves every shape ``F.conv2d`` accepts and is the readable reference kernel of the
-package. Its use is small channel counts per group (the C=3 RGB stem, narrow grouped
-convolutions), where a ``tl.dot`` reduction block of at least 16 would be mostly padding.
+package; ``auto`` never routes to it (the stem and narrow groups run on tensor cores through the
+implicit GEMM), so it runs only when asked for by name.
 """
 from __future__ import annotations
 
@@ -18,21 +18,26 @@ from ..core.launcher import TunedKernel, config
 from ..core.params import ConvParams
 from .common import acc_dtype, needs_int64, new_output
 from .epilogue import epilogue_arguments, store_conv_tile
-from .tiles import grouped_tile
+from .tiles import gemm_tile
 
 
 @triton.jit
 def _direct_forward_kernel(
-    x_ptr, w_ptr, out_ptr, bias_ptr, scale_ptr, shift_ptr, res_ptr,
+    # pointers: input, weight, output
+    x_ptr, w_ptr, out_ptr,
+    # sizes
     N, H, W, P, Q, C_PER_GROUP, K_PER_GROUP,
+    # strides of the input, the weight and the output
     sx_n, sx_c, sx_h, sx_w,
     sw_k, sw_c, sw_r, sw_s,
     so_n, so_k, so_p, so_q,
-    sr_n, sr_k, sr_p, sr_q,
+    # geometry
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
-    R: tl.constexpr, S: tl.constexpr,
-    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-    ACTIVATION: tl.constexpr, ACC_DTYPE: tl.constexpr, USE_INT64: tl.constexpr,
+    # the epilogue (``epilogue.store_conv_tile``): per-channel vectors, residual and its strides, flags
+    bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
+    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
+    # meta-parameters
+    R: tl.constexpr, S: tl.constexpr, ACC_DTYPE: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """Each program computes a [BLOCK_M output pixels x BLOCK_N output channels] tile of one group.
@@ -43,12 +48,7 @@ def _direct_forward_kernel(
     pid = tl.program_id(0)
     group = tl.program_id(1)
     M = N * P * Q
-    pid_m, pid_n = grouped_tile(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(K_PER_GROUP, BLOCK_N), GROUP_M)
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_m = offs_m < M
-    mask_n = offs_n < K_PER_GROUP
+    offs_m, offs_n, mask_m, mask_n = gemm_tile(pid, M, K_PER_GROUP, BLOCK_M, BLOCK_N, GROUP_M)
     c_first = group * C_PER_GROUP
     if USE_INT64:
         offs_m = offs_m.to(tl.int64)
@@ -85,10 +85,9 @@ def _direct_forward_kernel(
 
     store_conv_tile(
         tl.trans(acc), n, p, q, k, mask_m, mask_n,
-        out_ptr, so_n, so_k, so_p, so_q,
-        bias_ptr, scale_ptr, shift_ptr,
-        res_ptr, sr_n, sr_k, sr_p, sr_q,
-        HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION,
+        (out_ptr, so_n, so_k, so_p, so_q),
+        (bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
+         HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION),
     )
 
 
@@ -121,12 +120,12 @@ def direct_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, re
         params.groups,
     )
     DIRECT_FORWARD[grid](
-        x, w, out, *epilogue.pointers,
+        x, w, out,
         params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group,
-        *x.stride(), *w.stride(), *out.stride(), *epilogue.residual_strides,
+        *x.stride(), *w.stride(), *out.stride(),
         *params.geometry,
+        *epilogue.args, **epilogue.flags,
         R=params.r, S=params.s,
-        **epilogue.flags,
         ACC_DTYPE=acc_dtype(params.dtype),
         USE_INT64=needs_int64(x, w, out, epilogue.residual_or_out),
     )

@@ -51,21 +51,21 @@ def apply_activation(v, ACTIVATION: tl.constexpr):
 
 
 @triton.jit
-def store_conv_tile(
-    acc, n, p, q, k, mask_m, mask_n,
-    out_ptr, so_n, so_k, so_p, so_q,
-    bias_ptr, scale_ptr, shift_ptr,
-    res_ptr, sr_n, sr_k, sr_p, sr_q,
-    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-    ACTIVATION: tl.constexpr,
-):
+def store_conv_tile(acc, n, p, q, k, mask_m, mask_n, output, epilogue):
     """Finish and store one output tile.
 
     acc: [BM, BN] accumulators; n, p, q: [BM] output pixel coordinates (int64 where the
     caller needs 64-bit offsets); k: [BN] absolute output channels; mask_m / mask_n: valid
-    rows / columns. out = act((acc + bias) * scale + shift + residual). bias, scale and shift
-    are contiguous per-channel vectors (``epilogue_arguments`` makes them so).
+    rows / columns. ``output`` = (out_ptr, so_n, so_k, so_p, so_q): the output and its strides;
+    ``epilogue`` = (bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q, HAS_BIAS,
+    HAS_SCALE, HAS_RESIDUAL, ACTIVATION): the operands a forward kernel receives from
+    ``epilogue_arguments`` (the flags constexpr), grouped as every forward kernel passes them on.
+    out = act((acc + bias) * scale + shift + residual). bias, scale and shift are contiguous
+    per-channel vectors (``epilogue_arguments`` makes them so).
     """
+    out_ptr, so_n, so_k, so_p, so_q = output
+    bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q, HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION = \
+        epilogue
     mask = mask_m[:, None] & mask_n[None, :]
     v = acc.to(tl.float32) if acc.dtype != tl.float64 else acc
     if HAS_BIAS:
@@ -86,13 +86,13 @@ def store_conv_tile(
 class EpilogueArguments(NamedTuple):
     """The launch-side arguments of ``store_conv_tile`` for one output tensor.
 
-    Every forward kernel takes ``bias_ptr, scale_ptr, shift_ptr, res_ptr`` right after its
-    output pointer and the residual's four strides right after the output's. An absent
+    Every forward kernel takes the epilogue as one group after its geometry: ``args`` (the
+    pointers ``bias_ptr, scale_ptr, shift_ptr, res_ptr`` and the residual's four strides,
+    positional) then ``flags`` (HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION, keywords). An absent
     operand is passed as the output itself, never read: its HAS_* flag is off.
     """
 
-    pointers: Tuple
-    residual_strides: Tuple[int, ...]
+    args: Tuple
     flags: Dict[str, int]
     residual_or_out: "object"
 
@@ -103,9 +103,9 @@ def epilogue_arguments(out, bias=None, scale=None, shift=None, residual=None, ac
     read through its own strides."""
     res = residual if residual is not None else out
     vectors = tuple(out if t is None else t.contiguous() for t in (bias, scale, shift))
+    residual_strides = tuple(res.stride()) if residual is not None else (0, 0, 0, 0)
     return EpilogueArguments(
-        pointers=vectors + (res,),
-        residual_strides=tuple(res.stride()) if residual is not None else (0, 0, 0, 0),
+        args=vectors + (res,) + residual_strides,
         flags=dict(HAS_BIAS=bias is not None, HAS_SCALE=scale is not None,
                    HAS_RESIDUAL=residual is not None, ACTIVATION=activation),
         residual_or_out=res,

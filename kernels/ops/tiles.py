@@ -1,4 +1,5 @@
-"""``@triton.jit`` helpers shared by the kernels of every family: tile order, pixel walks, split ranges.
+"""``@triton.jit`` helpers shared by the kernels of every family: tile order, output tiles, pixel
+walks, split ranges and the digits of a reduction counter.
 
 Each is inlined where it is called; none adds a division to a main loop (the pixel walk's
 divisions happen once, before it).
@@ -19,6 +20,24 @@ def grouped_tile(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
     pid_m = first_pid_m + (pid % num_pid_in_group) % group_size_m
     pid_n = (pid % num_pid_in_group) // group_size_m
     return pid_m, pid_n
+
+
+@triton.jit
+def gemm_tile(pid, ROWS, COLS, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """The output tile of program ``pid`` in a ROWS x COLS GEMM, tiles in grouped order: its row and
+    column indices (offs_m, offs_n) and their bounds masks (mask_m, mask_n)."""
+    pid_m, pid_n = grouped_tile(pid, tl.cdiv(ROWS, BLOCK_M), tl.cdiv(COLS, BLOCK_N), GROUP_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    return offs_m, offs_n, offs_m < ROWS, offs_n < COLS
+
+
+@triton.jit
+def carry(digit, LIMIT, higher):
+    """One digit of a mixed-radix counter: ``digit`` wraps to 0 when it reaches LIMIT and carries one
+    into ``higher``. A main loop steps (tap, channel block) counters this way, without a division."""
+    wrap = (digit >= LIMIT).to(tl.int32)
+    return digit * (1 - wrap), higher + wrap
 
 
 @triton.jit

@@ -267,7 +267,7 @@ def _binary(hash_: str, name: str, num_warps: int, num_stages: int, dynamic_smem
     group = get_cache_manager(hash_).get_group(f"{name[:150]}.json") or {}
     files = {Path(path).suffix[1:]: Path(path) for path in group.values()}
     if not {"cubin", "ptx", "ttgir"} <= files.keys():
-        raise RuntimeError(f"kernels.sm90_binary: the Triton cache has no cubin/ptx/ttgir for {name} ({hash_})")
+        raise RuntimeError(f"kernels.sm90.binary: the Triton cache has no cubin/ptx/ttgir for {name} ({hash_})")
     ptx, ttgir = files["ptx"].read_text(), files["ttgir"].read_text()
     return Binary(hash_, name, num_warps, num_stages, dynamic_smem, resources(files["cubin"].read_bytes()),
                   mma_kind(ptx), async_copy_kind(ptx), cp_async_sizes(ptx), _dot_loops(ttgir), _scalar_defs(ttgir))

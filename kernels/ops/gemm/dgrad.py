@@ -28,13 +28,18 @@ from .splitk import new_partials, reduce_if_split, splitk_store_partial
 
 @triton.jit
 def _dgrad_kernel(
+    # pointers: grad_output, weight, grad_input, split-K partials
     dy_ptr, w_ptr, dx_ptr, part_ptr,
+    # sizes (H_PER_PHASE, W_PER_PHASE: input rows / columns of one stride phase)
     N, H, W, P, Q, C_PER_GROUP, K_PER_GROUP, H_PER_PHASE, W_PER_PHASE,
+    # strides of grad_output, the weight and grad_input
     sd_n, sd_p, sd_q,
     sw_k, sw_r, sw_s,
     sx_n, sx_c, sx_h, sx_w,
+    # geometry, and the tap / grad_output row steps of a phase (``phases.tap_steps``)
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
     tap_step_h, tap_step_w, row_step_h, row_step_w,
+    # meta-parameters
     R: tl.constexpr, S: tl.constexpr, VEC: tl.constexpr,
     ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
@@ -61,6 +66,8 @@ def _dgrad_kernel(
         sd_p, sd_q, sw_k = sd_p.to(tl.int64), sd_q.to(tl.int64), sw_k.to(tl.int64)
 
     M = N * H_PER_PHASE * W_PER_PHASE
+    # Not ``tiles.gemm_tile``: its row mask, shared with the ``offs_m < M`` below, would stay live
+    # across the loop.
     pid_m, pid_n = grouped_tile(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(C_PER_GROUP, BLOCK_N), GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -109,6 +116,9 @@ def _dgrad_kernel(
         b = tl.load(w_ptr + (w_cols[None, :] + (kk * sw_k + w_tap)[:, None]),
                     mask=k_ok[:, None] & mask_n[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+        # The (tap, channel block) counter of ``tiles.carry``, written out: through the helper,
+        # ptxas allocates this loop differently (242 -> 218 registers at 128x128), and the sm_90
+        # report is kept as it was until a GPU says which is faster.
         k0 += BLOCK_K
         wrap = (k0 >= K).to(tl.int32)
         k0 *= 1 - wrap
@@ -119,8 +129,8 @@ def _dgrad_kernel(
 
     mask_m = (n < N) & (h < H) & (w < W)
     if SPLIT_K == 1:
-        store_conv_tile(acc, n, h, w, c, mask_m, mask_n, dx_ptr, sx_n, sx_c, sx_h, sx_w,
-                        dx_ptr, dx_ptr, dx_ptr, dx_ptr, 0, 0, 0, 0, False, False, False, 0)
+        store_conv_tile(acc, n, h, w, c, mask_m, mask_n, (dx_ptr, sx_n, sx_c, sx_h, sx_w),
+                        (dx_ptr, dx_ptr, dx_ptr, dx_ptr, 0, 0, 0, 0, False, False, False, 0))  # no epilogue
     else:
         pixel = (n * H + h) * W + w
         splitk_store_partial(acc, part_ptr, split, pixel, c, mask_m, mask_n, N * H * W,

@@ -31,7 +31,7 @@ from ...core.layout import channels_last_weight, finish, nhwc
 from ...core.params import ConvParams
 from ..common import acc_dtype, dot_precision, needs_int64, new_buffer
 from ..epilogue import epilogue_arguments
-from ..tiles import aligned, grouped_tile, split_range
+from ..tiles import aligned, carry, gemm_tile, split_range
 from . import plan as gemm_plan
 from .plan import row_strides, vector_width_for
 from .splitk import new_partials, reduce_if_split, store_output_or_partial
@@ -56,17 +56,22 @@ def _gather_tiles(x_ptr, w_ptr, x_rows, w_cols, h0, w0, mask_m, mask_n, r, s, c0
 
 @triton.jit
 def _im2col_forward_kernel(
-    x_ptr, w_ptr, out_ptr, part_ptr, bias_ptr, scale_ptr, shift_ptr, res_ptr,
+    # pointers: input, weight, output, split-K partials
+    x_ptr, w_ptr, out_ptr, part_ptr,
+    # sizes
     N, H, W, P, Q, C_PER_GROUP, K_PER_GROUP,
+    # strides of the input, the weight and the output
     sx_n, sx_h, sx_w,
     sw_k, sw_r, sw_s,
     so_n, so_k, so_p, so_q,
-    sr_n, sr_k, sr_p, sr_q,
+    # geometry
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    # the epilogue (``epilogue.store_conv_tile``): per-channel vectors, residual and its strides, flags
+    bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
+    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
+    # meta-parameters
     R: tl.constexpr, S: tl.constexpr, VEC: tl.constexpr,
-    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-    ACTIVATION: tl.constexpr, ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    USE_INT64: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):
@@ -83,12 +88,7 @@ def _im2col_forward_kernel(
     split = tl.program_id(2)
     C = aligned(C_PER_GROUP, VEC)
     M = N * P * Q
-    pid_m, pid_n = grouped_tile(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(K_PER_GROUP, BLOCK_N), GROUP_M)
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_m = offs_m < M
-    mask_n = offs_n < K_PER_GROUP
+    offs_m, offs_n, mask_m, mask_n = gemm_tile(pid, M, K_PER_GROUP, BLOCK_M, BLOCK_N, GROUP_M)
     if USE_INT64:
         offs_m = offs_m.to(tl.int64)
     n = offs_m // (P * Q)
@@ -130,20 +130,14 @@ def _im2col_forward_kernel(
             a, b = _gather_tiles(x_ptr, w_ptr, x_rows, w_cols, h0, w0, mask_m, mask_n, r, s, c0, offs_c, C, H, W,
                                  dil_h, dil_w, sx_h, sx_w, sw_r, sw_s)
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
-            c0 += BLOCK_K
-            wrap = (c0 >= C).to(tl.int32)
-            c0 *= 1 - wrap
-            s += wrap
-            wrap = (s >= S).to(tl.int32)
-            s *= 1 - wrap
-            r += wrap
+            c0, s = carry(c0 + BLOCK_K, C, s)
+            s, r = carry(s, S, r)
 
     store_output_or_partial(
         acc, n, p, q, k, offs_m, mask_m, mask_n,
-        out_ptr, so_n, so_k, so_p, so_q,
-        bias_ptr, scale_ptr, shift_ptr,
-        res_ptr, sr_n, sr_k, sr_p, sr_q,
-        HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION,
+        (out_ptr, so_n, so_k, so_p, so_q),
+        (bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
+         HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION),
         part_ptr, split, M, K_PER_GROUP * tl.num_programs(1), SPLIT_K,
     )
 
@@ -187,13 +181,12 @@ def im2col_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, re
     )
     chosen = IM2COL_FORWARD.launch(
         grid, candidates,
-        x, w, out, part, *epilogue.pointers,
+        x, w, out, part,
         params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group,
-        *x_strides, *w_strides,
-        *out.stride(), *epilogue.residual_strides,
+        *x_strides, *w_strides, *out.stride(),
         *params.geometry,
+        *epilogue.args, **epilogue.flags,
         R=params.r, S=params.s, VEC=vec,
-        **epilogue.flags,
         ACC_DTYPE=acc_dtype(params.dtype), DOT_PRECISION=dot_precision(params.dtype),
         USE_INT64=needs_int64(x, w, out, part, epilogue.residual_or_out),
     )

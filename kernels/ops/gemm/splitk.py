@@ -1,6 +1,6 @@
 """Split-K: the fp32 partial sums of a split reduction, added in a fixed order, then the epilogue.
 
-A GEMM kernel launched with SPLIT_K > 1 (``gemm_plan.splits_for``) writes, for each part of its
+A GEMM kernel launched with SPLIT_K > 1 (``plan.splits_for``) writes, for each part of its
 reduction, ``part[split, row, col]`` (fp32, contiguous) instead of its output. Rows are output
 pixels (n, p, q) in order (or, for wgrad, output channels), columns all output channels (or a
 weight row). ``split_reduce`` sums the parts in order 0, 1, ... (deterministic, no atomics) and
@@ -26,38 +26,31 @@ def splitk_store_partial(acc, part_ptr, split, rows, cols, mask_rows, mask_cols,
 
 
 @triton.jit
-def store_output_or_partial(
-    acc, n, p, q, k, rows, mask_m, mask_n,
-    out_ptr, so_n, so_k, so_p, so_q,
-    bias_ptr, scale_ptr, shift_ptr,
-    res_ptr, sr_n, sr_k, sr_p, sr_q,
-    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
-    part_ptr, split, ROWS, COLS, SPLIT_K: tl.constexpr,
-):
-    """A forward GEMM tile's end: unsplit, the shared epilogue and the store (``store_conv_tile``);
-    split, the partial at part[split, rows, k] (``rows``: output pixel indices), whose epilogue
-    ``split_reduce`` applies after the parts are added."""
+def store_output_or_partial(acc, n, p, q, k, rows, mask_m, mask_n, output, epilogue,
+                            part_ptr, split, ROWS, COLS, SPLIT_K: tl.constexpr):
+    """A forward GEMM tile's end: unsplit, the shared epilogue and the store (``store_conv_tile``,
+    whose ``output`` and ``epilogue`` groups these are); split, the partial at part[split, rows, k]
+    (``rows``: output pixel indices), whose epilogue ``split_reduce`` applies after the parts are
+    added."""
     if SPLIT_K == 1:
-        store_conv_tile(
-            acc, n, p, q, k, mask_m, mask_n,
-            out_ptr, so_n, so_k, so_p, so_q,
-            bias_ptr, scale_ptr, shift_ptr,
-            res_ptr, sr_n, sr_k, sr_p, sr_q,
-            HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION,
-        )
+        store_conv_tile(acc, n, p, q, k, mask_m, mask_n, output, epilogue)
     else:
         splitk_store_partial(acc, part_ptr, split, rows, k, mask_m, mask_n, ROWS, COLS)
 
 
 @triton.jit
 def _split_reduce_kernel(
-    part_ptr, out_ptr, bias_ptr, scale_ptr, shift_ptr, res_ptr,
+    # pointers: partials, output
+    part_ptr, out_ptr,
+    # sizes
     ROWS, COLS, SPLITS, P, Q,
+    # strides of the output
     so_n, so_k, so_p, so_q,
-    sr_n, sr_k, sr_p, sr_q,
-    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-    ACTIVATION: tl.constexpr, USE_INT64: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    # the epilogue (``epilogue.store_conv_tile``): per-channel vectors, residual and its strides, flags
+    bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
+    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
+    # meta-parameters
+    USE_INT64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Each program sums the SPLITS partials of a [BLOCK_M rows x BLOCK_N cols] tile in order and
     stores act((sum + bias) * scale + shift + residual) at out[n, col, p, q], row = (n*P + p)*Q + q.
@@ -81,10 +74,9 @@ def _split_reduce_kernel(
     q = rows % Q
     store_conv_tile(
         acc, n, p, q, cols, mask_m, mask_n,
-        out_ptr, so_n, so_k, so_p, so_q,
-        bias_ptr, scale_ptr, shift_ptr,
-        res_ptr, sr_n, sr_k, sr_p, sr_q,
-        HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION,
+        (out_ptr, so_n, so_k, so_p, so_q),
+        (bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
+         HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION),
     )
 
 
@@ -111,10 +103,10 @@ def split_reduce(part: torch.Tensor, out: torch.Tensor, pixels, out_strides, *, 
     epilogue = epilogue_arguments(out, bias, scale, shift, residual, activation)
     grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_M"]), triton.cdiv(cols, meta["BLOCK_N"]))
     SPLIT_REDUCE[grid](
-        part, out, *epilogue.pointers,
+        part, out,
         rows, cols, splits, *pixels,
-        *out_strides, *epilogue.residual_strides,
-        **epilogue.flags,
+        *out_strides,
+        *epilogue.args, **epilogue.flags,
         USE_INT64=needs_int64(part, out, epilogue.residual_or_out),
     )
 

@@ -29,7 +29,7 @@ from ...core.layout import finish, memory_format, nhwc
 from ...core.params import ConvParams
 from ..common import acc_dtype, dot_precision, needs_int64, new_buffer
 from ..epilogue import epilogue_arguments
-from ..tiles import advance_pixels, grouped_tile, pixel_walk, split_range
+from ..tiles import advance_pixels, carry, gemm_tile, pixel_walk, split_range
 from . import plan as gemm_plan
 from .splitk import new_partials, reduce_if_split, splitk_store_partial, store_output_or_partial
 
@@ -38,15 +38,20 @@ MAX_CHANNELS = 8
 
 @triton.jit
 def _stem_forward_kernel(
-    x_ptr, w_ptr, out_ptr, part_ptr, bias_ptr, scale_ptr, shift_ptr, res_ptr,
+    # pointers: padded input, padded weight, output, split-K partials
+    x_ptr, w_ptr, out_ptr, part_ptr,
+    # sizes (HP, WP: the padded input's)
     N, P, Q, K, HP, WP,
+    # strides of the output
     so_n, so_k, so_p, so_q,
-    sr_n, sr_k, sr_p, sr_q,
+    # geometry
     stride_h, stride_w, dil_h,
+    # the epilogue (``epilogue.store_conv_tile``): per-channel vectors, residual and its strides, flags
+    bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
+    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
+    # meta-parameters
     R: tl.constexpr, RUN: tl.constexpr, C_PAD: tl.constexpr,
-    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-    ACTIVATION: tl.constexpr, ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    USE_INT64: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):
@@ -59,11 +64,7 @@ def _stem_forward_kernel(
     pid = tl.program_id(0)
     split = tl.program_id(2)
     M = N * P * Q
-    pid_m, pid_n = grouped_tile(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(K, BLOCK_N), GROUP_M)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_m = offs_m < M
-    mask_n = offs_n < K
+    offs_m, offs_n, mask_m, mask_n = gemm_tile(pid, M, K, BLOCK_M, BLOCK_N, GROUP_M)
     if USE_INT64:
         offs_m = offs_m.to(tl.int64)
     n = offs_m // (P * Q)
@@ -88,27 +89,28 @@ def _stem_forward_kernel(
         b = tl.load(w_ptr + (w_cols[None, :] + (r * RUN + j)[:, None]),
                     mask=j_ok[:, None] & mask_n[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
-        j0 += BLOCK_K
-        wrap = (j0 >= RUN).to(tl.int32)
-        j0 *= 1 - wrap
-        r += wrap
+        j0, r = carry(j0 + BLOCK_K, RUN, r)
 
     store_output_or_partial(
         acc, n, p, q, k, offs_m, mask_m, mask_n,
-        out_ptr, so_n, so_k, so_p, so_q,
-        bias_ptr, scale_ptr, shift_ptr,
-        res_ptr, sr_n, sr_k, sr_p, sr_q,
-        HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION,
+        (out_ptr, so_n, so_k, so_p, so_q),
+        (bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
+         HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION),
         part_ptr, split, M, K, SPLIT_K,
     )
 
 
 @triton.jit
 def _stem_wgrad_kernel(
+    # pointers: padded input, grad_output, padded grad_weight, split-K partials
     x_ptr, dy_ptr, dw_ptr, part_ptr,
+    # sizes (HP, WP: the padded input's)
     N, P, Q, K, HP, WP,
+    # strides of grad_output
     sd_n, sd_p, sd_q,
+    # geometry
     stride_h, stride_w, dil_h,
+    # meta-parameters
     R: tl.constexpr, RUN: tl.constexpr, C_PAD: tl.constexpr,
     ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
@@ -123,11 +125,7 @@ def _stem_wgrad_kernel(
     pid = tl.program_id(0)
     r = tl.program_id(1) // SPLIT_K
     split = tl.program_id(1) % SPLIT_K
-    pid_m, pid_n = grouped_tile(pid, tl.cdiv(K, BLOCK_M), tl.cdiv(RUN, BLOCK_N), GROUP_M)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_m = offs_m < K
-    mask_n = offs_n < RUN
+    offs_m, offs_n, mask_m, mask_n = gemm_tile(pid, K, RUN, BLOCK_M, BLOCK_N, GROUP_M)
     k = offs_m
     if USE_INT64:
         k = k.to(tl.int64)
@@ -209,12 +207,12 @@ def stem_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, resi
                          meta["SPLIT_K"])
     chosen = STEM_FORWARD.launch(
         grid, candidates,
-        xp, wp, out, part, *epilogue.pointers,
+        xp, wp, out, part,
         params.n, params.p, params.q, params.k, xp.shape[1], xp.shape[2],
-        *out.stride(), *epilogue.residual_strides,
+        *out.stride(),
         *params.stride, params.dilation[0],
+        *epilogue.args, **epilogue.flags,
         R=params.r, RUN=run, C_PAD=c_pad,
-        **epilogue.flags,
         ACC_DTYPE=acc_dtype(params.dtype), DOT_PRECISION=dot_precision(params.dtype),
         USE_INT64=needs_int64(xp, wp, out, part, epilogue.residual_or_out),
     )

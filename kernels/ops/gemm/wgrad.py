@@ -15,7 +15,7 @@ from ...core.launcher import TunedKernel
 from ...core.layout import finish, nhwc
 from ...core.params import ConvParams
 from ..common import acc_dtype, dot_precision, needs_int64, new_buffer
-from ..tiles import advance_pixels, aligned, grouped_tile, pixel_walk, split_range
+from ..tiles import advance_pixels, aligned, gemm_tile, pixel_walk, split_range
 from . import plan as gemm_plan
 from .plan import row_strides, vector_width_for
 from .splitk import new_partials, reduce_if_split, splitk_store_partial
@@ -23,11 +23,16 @@ from .splitk import new_partials, reduce_if_split, splitk_store_partial
 
 @triton.jit
 def _wgrad_kernel(
+    # pointers: input, grad_output, grad_weight, split-K partials
     x_ptr, dy_ptr, dw_ptr, part_ptr,
+    # sizes
     N, H, W, P, Q, C_PER_GROUP, K_PER_GROUP,
+    # strides of the input and of grad_output
     sx_n, sx_h, sx_w,
     sd_n, sd_p, sd_q,
+    # geometry
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    # meta-parameters
     R: tl.constexpr, S: tl.constexpr, VEC: tl.constexpr,
     ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
@@ -51,11 +56,7 @@ def _wgrad_kernel(
     sx_n, sx_h, sx_w = aligned(sx_n, VEC), aligned(sx_h, VEC), aligned(sx_w, VEC)
     sd_n, sd_p, sd_q = aligned(sd_n, VEC), aligned(sd_p, VEC), aligned(sd_q, VEC)
 
-    pid_m, pid_n = grouped_tile(pid, tl.cdiv(Kg, BLOCK_M), tl.cdiv(Cg, BLOCK_N), GROUP_M)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_m = offs_m < Kg
-    mask_n = offs_n < Cg
+    offs_m, offs_n, mask_m, mask_n = gemm_tile(pid, Kg, Cg, BLOCK_M, BLOCK_N, GROUP_M)
     k = group * Kg + offs_m
     c = group * Cg + offs_n
     if USE_INT64:

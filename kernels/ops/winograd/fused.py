@@ -26,7 +26,7 @@ from ...core.launcher import TunedKernel, config
 from ...core.params import ConvParams
 from ..common import acc_dtype, dot_precision, needs_int64, new_output
 from ..epilogue import epilogue_arguments
-from ..tiles import grouped_tile
+from ..tiles import gemm_tile
 from .tiles import load_input_patches, store_output_tiles, tile_coordinates
 from .transforms import CHANNEL_QUANTUM, F2, F4, FILTER_CACHE, WinogradTile, kernel_matrices
 
@@ -52,18 +52,22 @@ def _position_products(transform, patches, u_ptr, slots, c, k, k_ok, su_pos, su_
 
 @triton.jit
 def _winograd_fused_kernel(
-    x_ptr, u_ptr, bt_ptr, at_ptr, out_ptr, bias_ptr, scale_ptr, shift_ptr, res_ptr,
+    # pointers: input, transformed filter, the two transform matrices, output
+    x_ptr, u_ptr, bt_ptr, at_ptr, out_ptr,
+    # sizes
     N, H, W, P, Q, C, K, TILES_H, TILES_W,
+    # strides of the input, the transformed filter and the output
     sx_n, sx_c, sx_h, sx_w,
     su_pos, su_k,
     so_n, so_k, so_p, so_q,
-    sr_n, sr_k, sr_p, sr_q,
+    # geometry
     pad_h, pad_w,
+    # the epilogue (``epilogue.store_conv_tile``): per-channel vectors, residual and its strides, flags
+    bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
+    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
+    # meta-parameters
     M_OUT: tl.constexpr, POSITIONS_PAD: tl.constexpr, SLOTS_A: tl.constexpr, SLOTS_B: tl.constexpr,
-    OUTPUTS_PAD: tl.constexpr,
-    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-    ACTIVATION: tl.constexpr, ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    USE_INT64: tl.constexpr,
+    OUTPUTS_PAD: tl.constexpr, ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """Each program computes BLOCK_T output tiles (M_OUT x M_OUT pixels) x BLOCK_N channels.
@@ -77,12 +81,7 @@ def _winograd_fused_kernel(
     ALPHA: tl.constexpr = M_OUT + 2
     pid = tl.program_id(0)
     num_tiles = N * TILES_H * TILES_W
-    pid_t, pid_n = grouped_tile(pid, tl.cdiv(num_tiles, BLOCK_T), tl.cdiv(K, BLOCK_N), GROUP_M)
-
-    offs_t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_t = offs_t < num_tiles
-    mask_n = offs_n < K
+    offs_t, offs_n, mask_t, mask_n = gemm_tile(pid, num_tiles, K, BLOCK_T, BLOCK_N, GROUP_M)
     if USE_INT64:
         offs_t = offs_t.to(tl.int64)
     n, th, tw = tile_coordinates(offs_t, TILES_H, TILES_W)
@@ -121,10 +120,9 @@ def _winograd_fused_kernel(
                    tl.reshape(acc_b, (SLOTS_B, BLOCK_T * BLOCK_N)), y, input_precision="ieee", out_dtype=ACC_DTYPE)
     store_output_tiles(
         y, n, th, tw, mask_t, k, mask_n, P, Q,
-        out_ptr, so_n, so_k, so_p, so_q,
-        bias_ptr, scale_ptr, shift_ptr,
-        res_ptr, sr_n, sr_k, sr_p, sr_q,
-        HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION,
+        (out_ptr, so_n, so_k, so_p, so_q),
+        (bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
+         HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION),
         M_OUT, OUTPUTS_PAD, BLOCK_T, BLOCK_N,
     )
 
@@ -181,13 +179,12 @@ def fused_forward(tile: WinogradTile, x, w, bias, params: ConvParams, *,
     grid = lambda meta: (triton.cdiv(num_tiles, meta["BLOCK_T"]) * triton.cdiv(params.k, meta["BLOCK_N"]),)
     _KERNELS[tile.name][grid](
         x, u, input_t, output_t, out,
-        *epilogue.pointers,
         params.n, params.h, params.w, params.p, params.q, params.c, params.k, tiles_h, tiles_w,
-        *x.stride(), u.stride(0), u.stride(1), *out.stride(), *epilogue.residual_strides,
+        *x.stride(), u.stride(0), u.stride(1), *out.stride(),
         params.pad_top, params.pad_left,
+        *epilogue.args, **epilogue.flags,
         M_OUT=tile.m, POSITIONS_PAD=tile.padded_positions, SLOTS_A=tile.slot_groups[0],
         SLOTS_B=tile.slot_groups[1], OUTPUTS_PAD=tile.padded_outputs,
-        **epilogue.flags,
         ACC_DTYPE=acc_dtype(params.dtype), DOT_PRECISION=dot_precision(params.dtype),
         USE_INT64=needs_int64(x, u, out, epilogue.residual_or_out),
     )

@@ -32,7 +32,7 @@ from ...core.launcher import TunedKernel, config
 from ...core.params import ConvParams
 from ..common import acc_dtype, dot_precision, needs_int64, new_buffer, new_output
 from ..epilogue import epilogue_arguments
-from ..tiles import grouped_tile
+from ..tiles import gemm_tile
 from .plan import tile_grid, transformed_output_dtype
 from .tiles import load_input_patches, store_output_tiles, tile_coordinates
 from .transforms import CHANNEL_QUANTUM, F2, F4, FILTER_CACHE, WinogradTile, kernel_matrices, padded_channels
@@ -40,11 +40,16 @@ from .transforms import CHANNEL_QUANTUM, F2, F4, FILTER_CACHE, WinogradTile, ker
 
 @triton.jit
 def _winograd_input_transform_kernel(
+    # pointers: input, the input transform matrix, the transformed input V
     x_ptr, bt_ptr, v_ptr,
+    # sizes
     N, H, W, C, TILES_H, TILES_W,
+    # strides of the input and of V
     sx_n, sx_c, sx_h, sx_w,
     sv_p, sv_t,
+    # geometry
     pad_h, pad_w,
+    # meta-parameters
     M_OUT: tl.constexpr, POSITIONS_PAD: tl.constexpr, ACC_DTYPE: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
@@ -81,9 +86,12 @@ def _winograd_input_transform_kernel(
 
 @triton.jit
 def _winograd_gemm_kernel(
+    # pointers: transformed input V, transformed filter U, their product M
     v_ptr, u_ptr, m_ptr,
+    # sizes and the strides of V, U and M
     TILES, C_PAD, K,
     sv_p, sv_t, su_p, su_k, sm_p, sm_t,
+    # meta-parameters
     ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -95,11 +103,7 @@ def _winograd_gemm_kernel(
     """
     pid = tl.program_id(0)
     s = tl.program_id(1)
-    pid_m, pid_n = grouped_tile(pid, tl.cdiv(TILES, BLOCK_M), tl.cdiv(K, BLOCK_N), GROUP_M)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_m = offs_m < TILES
-    mask_n = offs_n < K
+    offs_m, offs_n, mask_m, mask_n = gemm_tile(pid, TILES, K, BLOCK_M, BLOCK_N, GROUP_M)
     if USE_INT64:
         s = s.to(tl.int64)
         offs_m = offs_m.to(tl.int64)
@@ -119,13 +123,18 @@ def _winograd_gemm_kernel(
 
 @triton.jit
 def _winograd_output_transform_kernel(
-    m_ptr, at_ptr, out_ptr, bias_ptr, scale_ptr, shift_ptr, res_ptr,
+    # pointers: the GEMM's result M, the output transform matrix, output
+    m_ptr, at_ptr, out_ptr,
+    # sizes
     N, P, Q, K, TILES_H, TILES_W,
+    # strides of M and of the output
     sm_p, sm_t,
     so_n, so_k, so_p, so_q,
-    sr_n, sr_k, sr_p, sr_q,
-    M_OUT: tl.constexpr, POSITIONS_PAD: tl.constexpr, OUTPUTS_PAD: tl.constexpr,
+    # the epilogue (``epilogue.store_conv_tile``): per-channel vectors, residual and its strides, flags
+    bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
     HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
+    # meta-parameters
+    M_OUT: tl.constexpr, POSITIONS_PAD: tl.constexpr, OUTPUTS_PAD: tl.constexpr,
     ACC_DTYPE: tl.constexpr, TRANSFORM_PRECISION: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -153,10 +162,9 @@ def _winograd_output_transform_kernel(
     n, th, tw = tile_coordinates(offs_t, TILES_H, TILES_W)
     store_output_tiles(
         y, n, th, tw, t_ok, k, k_ok, P, Q,
-        out_ptr, so_n, so_k, so_p, so_q,
-        bias_ptr, scale_ptr, shift_ptr,
-        res_ptr, sr_n, sr_k, sr_p, sr_q,
-        HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION,
+        (out_ptr, so_n, so_k, so_p, so_q),
+        (bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
+         HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION),
         M_OUT, OUTPUTS_PAD, BLOCK_T, BLOCK_N,
     )
 
@@ -265,11 +273,11 @@ def three_stage_forward(tile: WinogradTile, x, w, bias, params: ConvParams, *,
         ACC_DTYPE=acc, DOT_PRECISION=dot_precision(params.dtype), USE_INT64=use_int64,
     )
     kernels.output[lambda meta: (triton.cdiv(num_tiles, meta["BLOCK_T"]), triton.cdiv(params.k, meta["BLOCK_N"]))](
-        m, output_t, out, *epilogue.pointers,
+        m, output_t, out,
         params.n, params.p, params.q, params.k, tiles_h, tiles_w,
-        m.stride(0), m.stride(1), *out.stride(), *epilogue.residual_strides,
+        m.stride(0), m.stride(1), *out.stride(),
+        *epilogue.args, **epilogue.flags,
         M_OUT=tile.m, POSITIONS_PAD=tile.padded_positions, OUTPUTS_PAD=tile.padded_outputs,
-        **epilogue.flags,
         ACC_DTYPE=acc, TRANSFORM_PRECISION=output_transform_precision(params.dtype), USE_INT64=use_int64,
     )
     return out

@@ -38,14 +38,11 @@ def load_input_patches(x_ptr, pos, n, th, tw, t_ok, c, c_ok, H, W, sx_n, sx_c, s
 
 @triton.jit
 def store_output_tiles(
-    y, n, th, tw, t_ok, k, k_ok, P, Q,
-    out_ptr, so_n, so_k, so_p, so_q,
-    bias_ptr, scale_ptr, shift_ptr,
-    res_ptr, sr_n, sr_k, sr_p, sr_q,
-    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
+    y, n, th, tw, t_ok, k, k_ok, P, Q, output, epilogue,
     M_OUT: tl.constexpr, OUTPUTS_PAD: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    """Store Y = A^T M A of BLOCK_T tiles x BLOCK_N channels through the shared epilogue.
+    """Store Y = A^T M A of BLOCK_T tiles x BLOCK_N channels through the shared epilogue
+    (``output`` and ``epilogue``: ``store_conv_tile``'s groups).
 
     y: [OUTPUTS_PAD, BLOCK_T * BLOCK_N] with rows = output pixel o of a tile (rows past
     M_OUT^2 are padding) and columns = (tile, channel), channel fastest. Pixels past P x Q
@@ -59,9 +56,5 @@ def store_output_tiles(
     rows_n = tl.reshape(n[None, :] + 0 * p, (OUTPUTS_PAD * BLOCK_T,))
     store_conv_tile(
         y, rows_n, tl.reshape(p, (OUTPUTS_PAD * BLOCK_T,)), tl.reshape(q, (OUTPUTS_PAD * BLOCK_T,)), k,
-        tl.reshape(out_ok, (OUTPUTS_PAD * BLOCK_T,)), k_ok,
-        out_ptr, so_n, so_k, so_p, so_q,
-        bias_ptr, scale_ptr, shift_ptr,
-        res_ptr, sr_n, sr_k, sr_p, sr_q,
-        HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION,
+        tl.reshape(out_ok, (OUTPUTS_PAD * BLOCK_T,)), k_ok, output, epilogue,
     )

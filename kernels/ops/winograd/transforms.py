@@ -11,8 +11,8 @@ padded (zero rows / columns: padding contributes nothing): the input patch to
 
 The transformed filter U is laid out [position, K, C_pad]: output channels, then input
 channels contiguous (the GEMM's B operand with its reduction dimension contiguous, as the
-implicit-GEMM kernels read their prepacked weights), with C zero-padded to a multiple of ``CHANNEL_QUANTUM`` so the three-stage GEMM's reduction
-loop needs no channel mask.
+implicit-GEMM kernels read their (K, R, S, C) weights), with C zero-padded to a multiple of
+``CHANNEL_QUANTUM`` so the three-stage GEMM's reduction loop needs no channel mask.
 """
 from __future__ import annotations
 
