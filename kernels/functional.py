@@ -48,13 +48,39 @@ def conv2d(
     Same arguments, same output (shape, dtype, memory format), same derivatives (reverse mode of
     any order, forward mode, vmap); ``algorithm`` is one of ``kernels.ALGORITHMS``.
     """
+    return _convolution("conv2d", input, weight, bias, stride, padding, dilation, groups, algorithm)
+
+
+def conv3d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    stride: IntOrPair = 1,
+    padding: Union[IntOrPair, str] = 0,
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+    *,
+    algorithm: str = "auto",
+) -> torch.Tensor:
+    """3-D convolution with the semantics of ``torch.nn.functional.conv3d``, on the implicit GEMM over
+    NDHWC operands (reduction over (t, r, s, c), 1x1x1 as the pointwise GEMM).
+
+    Same arguments, output (channels_last_3d when input or weight is, as PyTorch's rule) and
+    derivatives as ``conv2d``; ``algorithm`` is "auto" or an algorithm with 3-D kernels
+    (``im2col``, ``pointwise``).
+    """
+    return _convolution("conv3d", input, weight, bias, stride, padding, dilation, groups, algorithm)
+
+
+def _convolution(op, input, weight, bias, stride, padding, dilation, groups, algorithm):
+    """``conv2d`` / ``conv3d``: validate, resolve the algorithm, then the differentiable forward."""
     if isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor):
         input, weight, bias = autocast_inputs(input, weight, bias)
-    params = ConvParams.from_tensors(input, weight, bias, stride, padding, dilation, groups)
+    params = ConvParams.from_tensors(input, weight, bias, stride, padding, dilation, groups, op=op)
     resolve(algorithm, params)  # ineligible algorithms fail here, before any tracing
     check_device(input, weight, bias)
     batched = input.unsqueeze(0) if params.unbatched else input
-    geometry = (list(params.stride), list(params.padding), list(params.dilation), params.groups, algorithm)
+    geometry = (list(params.strides), list(params.padding), list(params.dilations), params.groups, algorithm)
     out = conv_forward(batched, weight, bias, geometry)
     return out.squeeze(0) if params.unbatched else out
 
@@ -78,9 +104,35 @@ def conv_transpose2d(
     the convolution this is the dgrad of: its ``grad_input`` computes the forward, its forward
     the input gradient.
     """
+    return _transposed("conv_transpose2d", input, weight, bias, stride, padding, output_padding, groups, dilation,
+                       algorithm)
+
+
+def conv_transpose3d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    output_padding: IntOrPair = 0,
+    groups: int = 1,
+    dilation: IntOrPair = 1,
+    *,
+    algorithm: str = "auto",
+) -> torch.Tensor:
+    """3-D transposed convolution with the semantics of ``torch.nn.functional.conv_transpose3d``: the
+    3-D dgrad (depth, height and width stride phases) of the convolution it transposes, as
+    ``conv_transpose2d`` is the 2-D one's."""
+    return _transposed("conv_transpose3d", input, weight, bias, stride, padding, output_padding, groups, dilation,
+                       algorithm)
+
+
+def _transposed(op, input, weight, bias, stride, padding, output_padding, groups, dilation, algorithm):
+    """``conv_transpose2d`` / ``conv_transpose3d``: validate, resolve, then the differentiable dgrad."""
     if isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor):
         input, weight, bias = autocast_inputs(input, weight, bias)
-    params = TransposedParams.from_tensors(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    params = TransposedParams.from_tensors(input, weight, bias, stride, padding, output_padding, groups, dilation,
+                                           op=op)
     resolve(algorithm, params.conv)  # ineligible algorithms fail here, before any tracing
     check_device(input, weight, bias)
     x = input.unsqueeze(0) if params.unbatched else input

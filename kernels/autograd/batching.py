@@ -39,7 +39,7 @@ def _fold_batch(t: torch.Tensor, bdim: int) -> torch.Tensor:
 def _fold_channels(t: torch.Tensor, bdim: Optional[int], batch: int) -> torch.Tensor:
     """[B, N, C, H, W] (or an unbatched [N, C, H, W], repeated) -> [N, B*C, H, W], sample-major channels."""
     if bdim is None:
-        return t.repeat(1, batch, 1, 1)
+        return t.repeat(1, batch, *[1] * (t.dim() - 2))
     return _front(t, bdim).transpose(0, 1).flatten(1, 2)
 
 
@@ -52,9 +52,10 @@ def _fold_out_channels(t: torch.Tensor, bdim: Optional[int], batch: int) -> torc
 
 def _folds_into_groups(algorithm: str, input_shape, weight_shape, stride, padding, dilation, groups, batch) -> bool:
     """True when ``algorithm`` applies to the problem with ``batch`` samples folded into the groups."""
-    n, c, h, w = input_shape
-    params = ConvParams.from_shapes((n, batch * c, h, w), (batch * weight_shape[0], *weight_shape[1:]), stride,
-                                    dilation=dilation, groups=batch * groups, pads=padding)
+    n, c, *spatial = input_shape
+    params = ConvParams.from_shapes((n, batch * c, *spatial), (batch * weight_shape[0], *weight_shape[1:]), stride,
+                                    dilation=dilation, groups=batch * groups, pads=padding,
+                                    op="conv3d" if len(weight_shape) == 5 else "conv2d")
     try:
         resolve(algorithm, params)
     except ValueError:
@@ -94,9 +95,9 @@ def register_vmap_rules(conv2d_op, grad_input_op, grad_weight_op, grad_bias_op) 
     def _(info, in_dims, grad_output, weight, input_shape, channels_last, stride, padding, dilation, groups, algorithm):
         dy_dim, w_dim = in_dims[:2]
         batch = info.batch_size
-        n, c, h, w = input_shape
+        n, c, *spatial = input_shape
         if w_dim is None:
-            dx = grad_input_op(_fold_batch(grad_output, dy_dim), weight, [batch * n, c, h, w], channels_last,
+            dx = grad_input_op(_fold_batch(grad_output, dy_dim), weight, [batch * n, c, *spatial], channels_last,
                                stride, padding, dilation, groups, algorithm)
             return dx.unflatten(0, (batch, n)), 0
         if not _folds_into_groups(algorithm, input_shape, _sample_shape(weight, w_dim), stride, padding, dilation,
@@ -104,7 +105,7 @@ def register_vmap_rules(conv2d_op, grad_input_op, grad_weight_op, grad_bias_op) 
             return _per_sample(grad_input_op, in_dims, (grad_output, weight, input_shape, channels_last, stride,
                                                         padding, dilation, groups, algorithm), batch)
         dx = grad_input_op(_fold_channels(grad_output, dy_dim, batch), _fold_out_channels(weight, w_dim, batch),
-                           [n, batch * c, h, w], channels_last, stride, padding, dilation, groups * batch, algorithm)
+                           [n, batch * c, *spatial], channels_last, stride, padding, dilation, groups * batch, algorithm)
         return dx.unflatten(1, (batch, c)), 1
 
     @torch.library.register_vmap(grad_weight_op)

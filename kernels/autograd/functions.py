@@ -100,7 +100,7 @@ class ConvForward(torch.autograd.Function):
         x, w = ctx.saved_tensors
         t = _add(None if tx is None else conv(tx, w, ctx.geometry), None if tw is None else conv(x, tw, ctx.geometry))
         if tb is not None:
-            tb = tb.view(1, -1, 1, 1)
+            tb = tb.view(1, -1, *[1] * (x.dim() - 2))
             stride, padding, dilation, groups, _ = ctx.geometry
             shape = op_params(x.shape, w.shape, stride, padding, dilation, groups, x.dtype).output_shape
             t = tb.expand(shape) if t is None else t + tb
@@ -189,7 +189,7 @@ class ConvGradBias(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, ggb):
-        g_gy = ggb.view(1, -1, 1, 1).expand(ctx.gy_shape) if ctx.needs_input_grad[0] else None
+        g_gy = ggb.view(1, -1, *[1] * (len(ctx.gy_shape) - 2)).expand(ctx.gy_shape) if ctx.needs_input_grad[0] else None
         return g_gy, None, None
 
     @staticmethod
@@ -246,7 +246,7 @@ class ConvTransposeForward(ConvGradInput):
     def backward(ctx, grad):
         g_input, *rest = grad_input_backward(ctx, grad)
         if g_input is not None:
-            g_input = g_input.contiguous(memory_format=memory_format(ctx.channels_last))
+            g_input = g_input.contiguous(memory_format=memory_format(ctx.channels_last, g_input.dim()))
         return (g_input, *rest)
 
 

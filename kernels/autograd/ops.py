@@ -23,15 +23,16 @@ LIBRARY = "convkernels"
 
 def op_params(input_shape, weight_shape, stride, padding, dilation, groups, dtype, channels_last=False,
               has_bias=False) -> ConvParams:
-    """ConvParams from the ops' normalised arguments (padding: top, bottom, left, right)."""
+    """ConvParams from the ops' normalised arguments (padding: top, bottom, left, right, after front,
+    back for a 3-D convolution, which a 5-D weight makes)."""
     return ConvParams.from_shapes(
         input_shape, weight_shape, stride, dilation=dilation, groups=groups, pads=padding,
-        dtype=dtype, channels_last=channels_last, has_bias=has_bias,
+        dtype=dtype, channels_last=channels_last, has_bias=has_bias, op="conv3d" if len(weight_shape) == 5 else "conv2d",
     )
 
 
 def _empty_like_layout(shape, like: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format(channels_last))
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format(channels_last, len(shape)))
 
 
 @torch.library.custom_op(f"{LIBRARY}::conv2d", mutates_args=())
@@ -99,6 +100,8 @@ def _(grad_output, input, weight_shape, channels_last, stride, padding, dilation
 
 @torch.library.custom_op(f"{LIBRARY}::conv2d_grad_bias", mutates_args=())
 def conv2d_grad_bias_op(grad_output: torch.Tensor) -> torch.Tensor:
+    if grad_output.dim() == 5:  # a 3-D convolution's: (depth, height) as one dimension
+        grad_output = grad_output.flatten(2, 3)
     n, k, p, q = grad_output.shape
     params = ConvParams.from_shapes((n, k, p, q), (k, 1, 1, 1), groups=k, dtype=grad_output.dtype)
     return grad_bias(grad_output, params)

@@ -10,12 +10,16 @@ import torch
 from torch._prims_common import suggest_memory_format
 
 
+# The channels-innermost formats of 4-D and 5-D tensors.
+CHANNELS_LAST = (torch.channels_last, torch.channels_last_3d)
+
+
 def output_channels_last(input: torch.Tensor, weight: torch.Tensor) -> bool:
     """PyTorch's rule for a convolution's output, and for the raw gradients of its input and weight
     (whatever grad_output's layout): channels_last if input or weight suggests it."""
     return (
-        suggest_memory_format(input) == torch.channels_last
-        or suggest_memory_format(weight) == torch.channels_last
+        suggest_memory_format(input) in CHANNELS_LAST
+        or suggest_memory_format(weight) in CHANNELS_LAST
     )
 
 
@@ -28,8 +32,11 @@ def op_output_channels_last(input: torch.Tensor, weight: torch.Tensor) -> bool:
     return output_channels_last(input, weight)
 
 
-def memory_format(channels_last: bool) -> torch.memory_format:
-    return torch.channels_last if channels_last else torch.contiguous_format
+def memory_format(channels_last: bool, ndim: int = 4) -> torch.memory_format:
+    """channels_last (channels_last_3d for a 5-D tensor) or contiguous."""
+    if not channels_last:
+        return torch.contiguous_format
+    return torch.channels_last_3d if ndim == 5 else torch.channels_last
 
 
 def nhwc(t: torch.Tensor) -> torch.Tensor:
@@ -39,7 +46,7 @@ def nhwc(t: torch.Tensor) -> torch.Tensor:
     (the planner's layout decision; a GPU measurement showing a strided path faster would
     change it here). Other strides stay as they are: the vector width follows them.
     """
-    return t if t.size(1) == 1 or t.stride(1) == 1 else t.contiguous(memory_format=torch.channels_last)
+    return t if t.size(1) == 1 or t.stride(1) == 1 else t.contiguous(memory_format=memory_format(True, t.dim()))
 
 
 def channels_last_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -52,7 +59,7 @@ def channels_last_weight(weight: torch.Tensor) -> torch.Tensor:
     the tensor's version counter returns stale weights after ``weight.data`` is updated in place
     (gradcheck and older training code do that), a silent wrong answer.
     """
-    return weight.contiguous(memory_format=torch.channels_last)
+    return weight.contiguous(memory_format=memory_format(True, weight.dim()))
 
 
 def finish(result: torch.Tensor, channels_last: bool) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .layout import output_channels_last
-from .params import ConvParams, IntOrPair, check_tensors, index_argument, pair_argument
+from .params import ConvParams, IntOrPair, check_tensors, index_argument, pair_argument, triple_argument
 
 
 def _bottom_pad_and_crop(pad: int, output_padding: int, stride: int) -> Tuple[int, int]:
@@ -42,8 +42,8 @@ class TransposedParams:
     """
 
     conv: ConvParams
-    output_padding: Tuple[int, int]
-    crop: Tuple[int, int]  # trailing output rows / columns outside ``conv`` (bias only; see above)
+    output_padding: Tuple[int, ...]
+    crop: Tuple[int, ...]  # trailing output rows / columns (/ frames) outside ``conv`` (bias only; see above)
     channels_last: bool  # output memory format
 
     @property
@@ -51,16 +51,15 @@ class TransposedParams:
         return self.conv.unbatched
 
     @property
-    def output_shape(self) -> Tuple[int, int, int, int]:
-        """(N, out_channels, H_out, W_out), batched."""
-        c = self.conv
-        return (c.n, c.c, c.h + self.crop[0], c.w + self.crop[1])
+    def output_shape(self) -> Tuple[int, ...]:
+        """(N, out_channels, (D_out,) H_out, W_out), batched."""
+        n, c, *sizes = self.conv.input_shape
+        return (n, c, *(size + crop for size, crop in zip(sizes, self.crop)))
 
     @property
-    def conv_input_shape(self) -> Tuple[int, int, int, int]:
+    def conv_input_shape(self) -> Tuple[int, ...]:
         """The shape dgrad writes: the output less the crop, batched."""
-        c = self.conv
-        return (c.n, c.c, c.h, c.w)
+        return self.conv.input_shape
 
     @property
     def macs(self) -> int:
@@ -72,15 +71,14 @@ class TransposedParams:
     def op_geometry(self, algorithm: str):
         """The custom ops' geometry arguments (stride, padding, dilation, groups, algorithm) of ``conv``."""
         c = self.conv
-        return (list(c.stride), list(c.padding), list(c.dilation), c.groups, algorithm)
+        return (list(c.strides), list(c.padding), list(c.dilations), c.groups, algorithm)
 
     def finish(self, out: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         """dgrad's result -> this transposed convolution's output: the cropped rows and columns back
         (zeros; see ``crop``), then the bias (dgrad has no bias epilogue)."""
-        crop_h, crop_w = self.crop
-        if crop_h or crop_w:
-            out = F.pad(out, (0, crop_w, 0, crop_h))
-        return out if bias is None else out + bias.view(1, -1, 1, 1)
+        if any(self.crop):
+            out = F.pad(out, [v for crop in reversed(self.crop) for v in (0, crop)])
+        return out if bias is None else out + bias.view(1, -1, *[1] * len(self.crop))
 
     @staticmethod
     def from_shapes(
@@ -97,19 +95,23 @@ class TransposedParams:
         channels_last: bool = False,
         op: str = "conv_transpose2d",
     ) -> "TransposedParams":
+        """``op`` "conv_transpose3d" validates a 3-D one (5-D weight, triples), else a 2-D one."""
         input_shape = tuple(int(d) for d in input_shape)
         weight_shape = tuple(int(d) for d in weight_shape)
-        if len(input_shape) not in (3, 4):
+        spatial = 3 if op == "conv_transpose3d" else 2
+        if len(input_shape) not in (spatial + 1, spatial + 2):
             raise RuntimeError(
-                f"{op}: expected 3D (unbatched) or 4D (batched) input, but got input of size: {list(input_shape)}")
-        if len(weight_shape) != 4:
+                f"{op}: expected {spatial + 1}D (unbatched) or {spatial + 2}D (batched) input, but got input of size: "
+                f"{list(input_shape)}")
+        if len(weight_shape) != spatial + 2:
             raise RuntimeError(
-                f"{op}: expected weight to be 4-dimensional (in_channels, out_channels/groups, kH, kW), "
-                f"but got weight of size {list(weight_shape)}")
-        stride = pair_argument(stride, "stride", op)
-        padding = pair_argument(padding, "padding", op)
-        output_padding = pair_argument(output_padding, "output_padding", op)
-        dilation = pair_argument(dilation, "dilation", op)
+                f"{op}: expected weight to be {spatial + 2}-dimensional (in_channels, out_channels/groups, "
+                f"{'kT, ' if spatial == 3 else ''}kH, kW), but got weight of size {list(weight_shape)}")
+        argument = pair_argument if spatial == 2 else triple_argument
+        stride = argument(stride, "stride", op)
+        padding = argument(padding, "padding", op)
+        output_padding = argument(output_padding, "output_padding", op)
+        dilation = argument(dilation, "dilation", op)
         groups = index_argument(groups, "groups", "an int", op)
         for name, value, least in (("stride", stride, 1), ("dilation", dilation, 1), ("padding", padding, 0),
                                    ("output_padding", output_padding, 0)):
@@ -119,9 +121,9 @@ class TransposedParams:
         if groups <= 0:
             raise RuntimeError(f"{op}: non-positive groups is not supported, got groups={groups}")
 
-        unbatched = len(input_shape) == 3
-        n, c_in, h_in, w_in = (1,) + input_shape if unbatched else input_shape
-        k_in, c_out_per_group, r, s = weight_shape
+        unbatched = len(input_shape) == spatial + 1
+        n, c_in, *sizes = (1,) + input_shape if unbatched else input_shape
+        k_in, c_out_per_group, *kernel = weight_shape
         if k_in <= 0 or c_out_per_group <= 0:
             raise RuntimeError(f"{op}: expected weight to have at least 1 input and 1 output channel per group, "
                                f"got weight of size {list(weight_shape)}")
@@ -131,7 +133,7 @@ class TransposedParams:
         if c_in != k_in:
             raise RuntimeError(f"{op}: given weight of size {list(weight_shape)}, expected input {list(input_shape)} "
                                f"to have {k_in} channels, but got {c_in} channels")
-        for axis, op_, st, dil in zip(("height", "width"), output_padding, stride, dilation):
+        for axis, op_, st, dil in zip(("depth", "height", "width")[-spatial:], output_padding, stride, dilation):
             if op_ >= st and op_ >= dil:
                 raise RuntimeError(
                     f"{op}: output padding must be smaller than either stride or dilation, but got "
@@ -141,25 +143,23 @@ class TransposedParams:
         if bias_shape is not None and tuple(bias_shape) != (c_out,):
             raise RuntimeError(f"{op}: given weight of size {list(weight_shape)}, expected bias to be 1-dimensional "
                                f"with {c_out} elements, but got bias of size {list(bias_shape)}")
-        out_size = [(size - 1) * st - 2 * pad + dil * (kernel - 1) + op_ + 1
-                    for size, st, pad, dil, kernel, op_ in zip((h_in, w_in), stride, padding, dilation, (r, s),
-                                                               output_padding)]
-        if min(out_size) <= 0 or r <= 0 or s <= 0:
-            raise RuntimeError(f"{op}: given input size per channel ({h_in} x {w_in}), weight of size "
+        out_size = [(size - 1) * st - 2 * pad + dil * (k - 1) + op_ + 1
+                    for size, st, pad, dil, k, op_ in zip(sizes, stride, padding, dilation, kernel, output_padding)]
+        if min(out_size) <= 0 or min(kernel) <= 0:
+            raise RuntimeError(f"{op}: given input size per channel ({' x '.join(map(str, sizes))}), weight of size "
                                f"{list(weight_shape)}, stride={list(stride)}, padding={list(padding)}, "
                                f"dilation={list(dilation)}, output_padding={list(output_padding)}: the calculated "
-                               f"output size per channel ({out_size[0]} x {out_size[1]}) is too small")
+                               f"output size per channel ({' x '.join(map(str, out_size))}) is too small")
 
-        (bottom, crop_h), (right, crop_w) = (
-            _bottom_pad_and_crop(pad, op_, st) for pad, op_, st in zip(padding, output_padding, stride))
-        conv_input = (c_out, out_size[0] - crop_h, out_size[1] - crop_w)
+        ends = [_bottom_pad_and_crop(pad, op_, st) for pad, op_, st in zip(padding, output_padding, stride)]
+        crop = tuple(c for _, c in ends)
+        conv_input = (c_out, *(size - c for size, c in zip(out_size, crop)))
         conv = ConvParams.from_shapes(
             conv_input if unbatched else (n,) + conv_input, weight_shape, stride, dilation=dilation, groups=groups,
-            pads=(padding[0], bottom, padding[1], right), dtype=dtype, has_bias=bias_shape is not None,
-            channels_last=channels_last)
-        assert (conv.p, conv.q) == (h_in, w_in), "the convolution behind a transposed one must map back to its input"
-        return TransposedParams(conv=conv, output_padding=output_padding, crop=(crop_h, crop_w),
-                                channels_last=channels_last)
+            pads=tuple(v for pad, (end, _) in zip(padding, ends) for v in (pad, end)), dtype=dtype,
+            has_bias=bias_shape is not None, channels_last=channels_last, op="conv3d" if spatial == 3 else "conv2d")
+        assert list(conv.output_shape[2:]) == sizes, "the convolution behind a transposed one must map back to its input"
+        return TransposedParams(conv=conv, output_padding=output_padding, crop=crop, channels_last=channels_last)
 
     @staticmethod
     def from_tensors(
@@ -171,16 +171,18 @@ class TransposedParams:
         output_padding: IntOrPair = 0,
         groups: int = 1,
         dilation: IntOrPair = 1,
+        op: str = "conv_transpose2d",
     ) -> "TransposedParams":
         """Validate tensors (types, dtypes, devices) and their shapes against the arguments."""
-        op = "conv_transpose2d"
         check_tensors(input, weight, bias, op)
+        rank = 5 if op == "conv_transpose3d" else 4
         return TransposedParams.from_shapes(
             input.shape, weight.shape, stride, padding, output_padding, groups, dilation,
             dtype=input.dtype, bias_shape=None if bias is None else bias.shape,
             # PyTorch's rule, as for conv2d: channels_last if input (seen batched) or weight is.
-            channels_last=input.dim() in (3, 4) and weight.dim() == 4
-            and output_channels_last(input if input.dim() == 4 else input.unsqueeze(0), weight),
+            channels_last=input.dim() in (rank - 1, rank) and weight.dim() == rank
+            and output_channels_last(input if input.dim() == rank else input.unsqueeze(0), weight),
+            op=op,
         )
 
 

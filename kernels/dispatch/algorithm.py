@@ -35,9 +35,17 @@ class Algorithm:
     # Worst measured forward error relative to im2col's, per dtype (Winograd's transforms
     # amplify rounding); the test sweeps scale their tolerance by it. 1.0: as exact as a GEMM.
     error_ratio: Callable[[torch.dtype], float] = lambda dtype: 1.0
+    # Serves 3-D convolutions (``kernels.conv3d``): its kernels read the depth (``ConvParams.spatial_dims``).
+    three_d: bool = False
+
+    def why_not(self, params: ConvParams) -> Optional[str]:
+        """None when the algorithm applies to ``params``, else the failed condition in words."""
+        if params.spatial_dims == 3 and not self.three_d:
+            return f"{self.name} has no 3-D kernels (3-D convolutions run on the implicit GEMM)"
+        return self.unsupported(params)
 
     def eligible(self, params: ConvParams) -> bool:
-        return self.unsupported(params) is None
+        return self.why_not(params) is None
 
 
 def direct_macs(params: ConvParams) -> Dict[str, int]:

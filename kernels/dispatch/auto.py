@@ -42,7 +42,9 @@ ROUTING_TABLES = Path(__file__).parent / "routing"
 def heuristic_choice(params: ConvParams) -> str:
     """The first rule of ``ROUTES`` that matches, else ``FALLBACK``."""
     for name, applies, _why in ROUTES:
-        if name in REGISTRY and applies(params):
+        # A 3-D problem skips the rules whose algorithm has no 3-D kernels (or, as pointwise for a
+        # 3x1x1 kernel, does not apply).
+        if name in REGISTRY and applies(params) and (params.spatial_dims == 2 or REGISTRY[name].eligible(params)):
             return name
     return FALLBACK
 
@@ -121,7 +123,7 @@ def resolve(algorithm: str, params: ConvParams) -> Algorithm:
         raise ValueError(
             f"conv2d: unknown algorithm={algorithm!r}; expected one of {['auto', *REGISTRY, *ALIASES]}"
         )
-    reason = entry.unsupported(params)
+    reason = entry.why_not(params)
     if reason is not None:
-        raise ValueError(f"conv2d: algorithm={name!r} does not apply to this convolution: {reason}")
+        raise ValueError(f"conv{params.spatial_dims}d: algorithm={name!r} does not apply to this convolution: {reason}")
     return entry

@@ -85,9 +85,9 @@ def _gpu_timer(params: ConvParams) -> Callable[[str], float]:
 
     from .table import REGISTRY
 
-    x = torch.randn(params.n, params.c, params.h, params.w, device="cuda", dtype=params.dtype).to(
-        memory_format=memory_format(params.channels_last))
-    w = torch.randn(params.k, params.c_per_group, params.r, params.s, device="cuda", dtype=params.dtype)
+    x = torch.randn(params.input_shape, device="cuda", dtype=params.dtype).to(
+        memory_format=memory_format(params.channels_last, len(params.input_shape)))
+    w = torch.randn(params.weight_shape, device="cuda", dtype=params.dtype)
     b = torch.randn(params.k, device="cuda", dtype=params.dtype) if params.has_bias else None
 
     def time_ms(name: str) -> float:

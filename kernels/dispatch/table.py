@@ -42,6 +42,7 @@ _TABLE = [
         unsupported=lambda params: None,  # implicit GEMM serves every shape F.conv2d accepts
         forward=im2col_forward, count=direct_macs, grad_input=grad_input, grad_weight=grad_weight,
         description="implicit GEMM: N*P*Q x K/groups x (R*S*C/groups), one pipelined loop, split-K",
+        three_d=True,
     ),
     Algorithm(
         name="direct",
@@ -60,6 +61,7 @@ _TABLE = [
         unsupported=pointwise_unsupported,
         forward=im2col_forward, count=direct_macs, grad_input=grad_input, grad_weight=grad_weight,
         description="1x1 as a GEMM: N*P*Q x K/groups x C/groups, stride by indexing",
+        three_d=True,
     ),
     Algorithm(
         name="depthwise",

@@ -8,6 +8,7 @@ import triton.language as tl
 
 from ..core import device
 from ..core.interpreter import interpreting
+from ..core.layout import memory_format
 from ..core.params import ConvParams
 
 # Tests set this to True so every buffer a kernel is meant to fill starts as NaN:
@@ -46,8 +47,24 @@ def needs_int64(*tensors: torch.Tensor) -> bool:
     return any(max_offset(t) > _INT32_LIMIT // 2 for t in tensors if t is not None)
 
 
+def depth_stride(t: torch.Tensor) -> int:
+    """The depth stride of a 5-D (N, C, D, H, W) tensor the 3-D kernels step along; 0 for a 4-D one or a
+    depth of 1 (never stepped along, so it must not lower the vector width)."""
+    return t.stride(2) if t.dim() == 5 and t.size(2) > 1 else 0
+
+
+def folded_strides(t: torch.Tensor):
+    """The four strides (n, c, h, w) the kernels address a 4-D tensor by; for a 5-D channels_last_3d
+    one, (depth, c, h, w): its (N, D) dimensions fold into one of stride ``stride(2)`` (N's stride is
+    D times it), which the kernels' first coordinate indexes."""
+    if t.dim() == 4:
+        return tuple(t.stride())
+    assert t.size(0) <= 1 or t.stride(0) == t.size(2) * t.stride(2), "(N, D) must fold: a channels_last_3d tensor"
+    return (t.stride(2), t.stride(1), t.stride(3), t.stride(4))
+
+
 def new_buffer(shape, dtype, device, channels_last: bool = False) -> torch.Tensor:
-    fmt = torch.channels_last if channels_last and len(shape) == 4 else torch.contiguous_format
+    fmt = memory_format(channels_last and len(shape) in (4, 5), len(shape))
     out = torch.empty(shape, dtype=dtype, device=device, memory_format=fmt)
     if POISON_OUTPUTS:
         out.fill_(float("nan"))

@@ -17,7 +17,7 @@ import triton.language as tl
 from ...core.launcher import TunedKernel
 from ...core.layout import channels_last_weight, finish, nhwc
 from ...core.params import ConvParams
-from ..common import acc_dtype, dot_precision, needs_int64, new_buffer
+from ..common import acc_dtype, depth_stride, dot_precision, folded_strides, needs_int64, new_buffer
 from ..epilogue import store_conv_tile
 from ..phases import first_tap, stride_phase, tap_steps
 from ..tiles import aligned, grouped_tile, split_range
@@ -39,8 +39,11 @@ def _dgrad_kernel(
     # geometry, and the tap / grad_output row steps of a phase (``phases.tap_steps``)
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
     tap_step_h, tap_step_w, row_step_h, row_step_w,
+    # the depth of a 3-D convolution (read only when DEPTH): input / output depth, input depths of one
+    # phase, the depth strides of grad_output and the weight, the depth's geometry and tap / row steps
+    D, O, D_PER_PHASE, sd_o, sw_t, stride_d, pad_d, dil_d, tap_step_d, row_step_d,
     # meta-parameters
-    R: tl.constexpr, S: tl.constexpr, VEC: tl.constexpr,
+    R: tl.constexpr, S: tl.constexpr, T: tl.constexpr, DEPTH: tl.constexpr, VEC: tl.constexpr,
     ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
     GROUP_M: tl.constexpr,
@@ -53,11 +56,19 @@ def _dgrad_kernel(
     (likewise w) and over k of dy[n, k, p, q] * weight[k, c, r, s]. A phase's taps are
     r = r0 + i*tap_step_h (tap_step_h = stride_h / gcd(stride_h, dil_h)); each step moves the dy row
     by row_step_h = tap_step_h*dil_h/stride_h. dy and weight have unit channel stride.
+
+    DEPTH (3-D): phases are (depth, height, width) residues, the depth's outermost; a row's first
+    coordinate is (image * D_PER_PHASE + depth index of the phase), and dx is stored with (N, D) folded
+    (the launcher passes dx's depth stride as ``sx_n``). The loop counter gains the depth tap digit.
     """
     pid = tl.program_id(0)
     group = tl.program_id(1)
     phase = tl.program_id(2) // SPLIT_K
     split = tl.program_id(2) % SPLIT_K
+    if DEPTH:
+        phase_d = phase // (stride_h * stride_w)
+        phase = phase % (stride_h * stride_w)
+        d_first = ((phase_d - pad_d) % stride_d + stride_d) % stride_d
     phase_h, phase_w, h_first, w_first = stride_phase(phase, stride_h, stride_w, pad_h, pad_w)
     K = aligned(K_PER_GROUP, VEC)
     sd_n, sd_p, sd_q = aligned(sd_n, VEC), aligned(sd_p, VEC), aligned(sd_q, VEC)
@@ -66,6 +77,11 @@ def _dgrad_kernel(
         sd_p, sd_q, sw_k = sd_p.to(tl.int64), sd_q.to(tl.int64), sw_k.to(tl.int64)
 
     M = N * H_PER_PHASE * W_PER_PHASE
+    if DEPTH:
+        M = M * D_PER_PHASE
+        sd_o, sw_t = aligned(sd_o, VEC), aligned(sw_t, VEC)
+        if USE_INT64:
+            sd_o, sw_t = sd_o.to(tl.int64), sw_t.to(tl.int64)
     # Not ``tiles.gemm_tile``: its row mask, shared with the ``offs_m < M`` below, would stay live
     # across the loop.
     pid_m, pid_n = grouped_tile(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(C_PER_GROUP, BLOCK_N), GROUP_M)
@@ -77,6 +93,9 @@ def _dgrad_kernel(
     ij = offs_m % (H_PER_PHASE * W_PER_PHASE)
     h = h_first + (ij // W_PER_PHASE) * stride_h
     w = w_first + (ij % W_PER_PHASE) * stride_w
+    if DEPTH:
+        d = d_first + (n % D_PER_PHASE) * stride_d
+        n = n // D_PER_PHASE
     mask_n = offs_n < C_PER_GROUP
     c = group * C_PER_GROUP + offs_n
     if USE_INT64:
@@ -91,6 +110,13 @@ def _dgrad_kernel(
     q0 = (w + pad_w - s0 * dil_w) // stride_w
     dy_rows = n * sd_n + p0 * sd_p + q0 * sd_q + group * K
     w_cols = group * K * sw_k + r0 * sw_r + s0 * sw_s + offs_n
+    taps_d = 1
+    if DEPTH:
+        t0 = first_tap(phase_d, T, dil_d, stride_d)
+        taps_d = tl.maximum(tl.cdiv(T - t0, tap_step_d), 0)
+        o0 = (d + pad_d - t0 * dil_d) // stride_d
+        dy_rows += o0 * sd_o
+        w_cols += t0 * sw_t
     # Rows past the GEMM fail every p0 >= dp test. Rows of the phase grid past the image (h >= H)
     # read real dy rows and are not stored. No row predicate stays live across the loop: a
     # vector of them ends on the stack in ptxas.
@@ -98,11 +124,14 @@ def _dgrad_kernel(
     offs_k = tl.arange(0, BLOCK_K)
 
     k_blocks = tl.cdiv(K, BLOCK_K)
-    first, last = split_range(taps_h * taps_w * k_blocks, split, SPLIT_K)
+    first, last = split_range(taps_d * taps_h * taps_w * k_blocks, split, SPLIT_K)
     tap = first // tl.maximum(k_blocks, 1)
     k0 = (first % tl.maximum(k_blocks, 1)) * BLOCK_K
     i = tap // tl.maximum(taps_w, 1)
     j = tap % tl.maximum(taps_w, 1)
+    if DEPTH:
+        i_d = i // tl.maximum(taps_h, 1)
+        i = i % tl.maximum(taps_h, 1)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     for _ in range(first, last):
         dp = i * row_step_h
@@ -110,9 +139,14 @@ def _dgrad_kernel(
         row_ok = (p0 >= dp) & (p0 < P + dp) & (q0 >= dq) & (q0 < Q + dq)
         kk = k0 + offs_k
         k_ok = kk < K
-        a = tl.load(dy_ptr + (dy_rows[:, None] + (kk - dp * sd_p - dq * sd_q)[None, :]),
-                    mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        a_cols = kk - dp * sd_p - dq * sd_q
         w_tap = (i * tap_step_h) * sw_r + (j * tap_step_w) * sw_s
+        if DEPTH:
+            do = i_d * row_step_d
+            row_ok = row_ok & (o0 >= do) & (o0 < O + do)
+            a_cols -= do * sd_o
+            w_tap += (i_d * tap_step_d) * sw_t
+        a = tl.load(dy_ptr + (dy_rows[:, None] + a_cols[None, :]), mask=row_ok[:, None] & k_ok[None, :], other=0.0)
         b = tl.load(w_ptr + (w_cols[None, :] + (kk * sw_k + w_tap)[:, None]),
                     mask=k_ok[:, None] & mask_n[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
@@ -126,15 +160,24 @@ def _dgrad_kernel(
         wrap = (j >= taps_w).to(tl.int32)
         j *= 1 - wrap
         i += wrap
+        if DEPTH:
+            wrap = (i >= taps_h).to(tl.int32)
+            i *= 1 - wrap
+            i_d += wrap
 
     mask_m = (n < N) & (h < H) & (w < W)
+    if DEPTH:
+        mask_m = mask_m & (d < D)
+        n = n * D + d  # dx's folded (N, D) row
     if SPLIT_K == 1:
         store_conv_tile(acc, n, h, w, c, mask_m, mask_n, (dx_ptr, sx_n, sx_c, sx_h, sx_w),
                         (dx_ptr, dx_ptr, dx_ptr, dx_ptr, 0, 0, 0, 0, False, False, False, 0))  # no epilogue
     else:
         pixel = (n * H + h) * W + w
-        splitk_store_partial(acc, part_ptr, split, pixel, c, mask_m, mask_n, N * H * W,
-                             C_PER_GROUP * tl.num_programs(1))
+        rows = N * H * W
+        if DEPTH:
+            rows = rows * D
+        splitk_store_partial(acc, part_ptr, split, pixel, c, mask_m, mask_n, rows, C_PER_GROUP * tl.num_programs(1))
 
 
 DGRAD = TunedKernel(
@@ -143,40 +186,45 @@ DGRAD = TunedKernel(
 )
 
 def grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, channels_last: bool) -> torch.Tensor:
-    """dx for ``params``, in channels_last or contiguous layout as asked."""
-    dx = new_buffer((params.n, params.c, params.h, params.w), dy.dtype, dy.device, channels_last=True)
+    """dx for ``params``, in channels_last (channels_last_3d) or contiguous layout as asked."""
+    dx = new_buffer(params.input_shape, dy.dtype, dy.device, channels_last=True)
     if dx.numel() == 0:
         return finish(dx, channels_last)
     dy = nhwc(dy)
     w = channels_last_weight(w)
-    sh, sw = params.stride
-    h_per_phase, w_per_phase = triton.cdiv(params.h, sh), triton.cdiv(params.w, sw)
-    (tap_step_h, row_step_h), (tap_step_w, row_step_w) = (tap_steps(sh, params.dilation[0]),
-                                                          tap_steps(sw, params.dilation[1]))
-    rows = params.n * h_per_phase * w_per_phase
-    taps = triton.cdiv(params.r, tap_step_h) * triton.cdiv(params.s, tap_step_w)
+    sd, sh, sw = params.stride_d, *params.stride
+    d_per_phase, h_per_phase, w_per_phase = triton.cdiv(params.d, sd), triton.cdiv(params.h, sh), triton.cdiv(params.w, sw)
+    (tap_step_d, row_step_d), (tap_step_h, row_step_h), (tap_step_w, row_step_w) = (
+        tap_steps(sd, params.dil_d), tap_steps(sh, params.dilation[0]), tap_steps(sw, params.dilation[1]))
+    rows = params.n * d_per_phase * h_per_phase * w_per_phase
+    taps = triton.cdiv(params.t, tap_step_d) * triton.cdiv(params.r, tap_step_h) * triton.cdiv(params.s, tap_step_w)
     candidates = gemm_plan.plan(gemm_plan.GemmProblem(
         m=rows, n=params.c_per_group, reduction_block=params.k_per_group, outer_blocks=taps,
-        programs=params.groups * sh * sw, element_bytes=dy.element_size(), flattened=params.r * params.s > 1))
+        programs=params.groups * sd * sh * sw, element_bytes=dy.element_size(),
+        flattened=params.t * params.r * params.s > 1))
     splits = gemm_plan.largest_split(candidates)
-    part = new_partials(splits, params.n * params.h * params.w, params.c, dy.dtype, dy.device) if splits > 1 else dx
+    part = new_partials(splits, params.n * params.d * params.h * params.w, params.c, dy.dtype, dy.device) \
+        if splits > 1 else dx
     dy_strides, w_strides = row_strides(dy), row_strides(w)
-    vec = vector_width_for(dy.dtype, params.k_per_group, *dy_strides, *w_strides, tensors=(dy, w))
+    dy_depth, w_depth = depth_stride(dy), depth_stride(w)
+    vec = vector_width_for(dy.dtype, params.k_per_group, *dy_strides, *w_strides, dy_depth, w_depth, tensors=(dy, w))
+    dx_strides = folded_strides(dx)
     grid = lambda meta: (
         triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(params.c_per_group, meta["BLOCK_N"]),
         params.groups,
-        sh * sw * meta["SPLIT_K"],
+        sd * sh * sw * meta["SPLIT_K"],
     )
     chosen = DGRAD.launch(
         grid, candidates,
         dy, w, dx, part,
         params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group,
         h_per_phase, w_per_phase,
-        *dy_strides, *w_strides, *dx.stride(),
+        *dy_strides, *w_strides, *dx_strides,
         *params.geometry, tap_step_h, tap_step_w, row_step_h, row_step_w,
-        R=params.r, S=params.s, VEC=vec,
+        params.d, params.o, d_per_phase, dy_depth, w_depth, *params.depth_geometry, tap_step_d, row_step_d,
+        R=params.r, S=params.s, T=params.t, DEPTH=params.spatial_dims == 3, VEC=vec,
         ACC_DTYPE=acc_dtype(dy.dtype), DOT_PRECISION=dot_precision(dy.dtype),
         USE_INT64=needs_int64(dy, w, dx, part),
     )
-    reduce_if_split(chosen, part, dx, (params.h, params.w), dx.stride())
+    reduce_if_split(chosen, part, dx, (params.h, params.w), dx_strides)
     return finish(dx, channels_last)

@@ -29,7 +29,7 @@ from typing import Optional
 from ...core.launcher import TunedKernel
 from ...core.layout import channels_last_weight, finish, nhwc
 from ...core.params import ConvParams
-from ..common import acc_dtype, dot_precision, needs_int64, new_buffer
+from ..common import acc_dtype, depth_stride, dot_precision, folded_strides, needs_int64, new_buffer
 from ..epilogue import epilogue_arguments
 from ..tiles import aligned, carry, gemm_tile, split_range
 from . import plan as gemm_plan
@@ -66,17 +66,25 @@ def _im2col_forward_kernel(
     so_n, so_k, so_p, so_q,
     # geometry
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    # the depth of a 3-D convolution (read only when DEPTH): input / output depth, the depth strides of
+    # the input and the weight, the depth's stride, padding and dilation
+    D, O, sx_d, sw_t, stride_d, pad_d, dil_d,
     # the epilogue (``epilogue.store_conv_tile``): per-channel vectors, residual and its strides, flags
     bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
     HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
     # meta-parameters
-    R: tl.constexpr, S: tl.constexpr, VEC: tl.constexpr,
+    R: tl.constexpr, S: tl.constexpr, T: tl.constexpr, DEPTH: tl.constexpr, VEC: tl.constexpr,
     ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):
     """Each program computes a [BLOCK_M pixels x BLOCK_N output channels] tile of one group,
-    over its part of the (r, s, c) reduction.
+    over its part of the (r, s, c) reduction ((t, r, s, c) for a 3-D convolution).
+
+    DEPTH (3-D, NDHWC input, (K, T, R, S, C) weight): a row is an output voxel, and its first
+    coordinate ``n`` is (image * O + output depth), the output's row index along its folded
+    (N, O) dimension: the launcher passes the output's depth stride as ``so_n``. T == 1 keeps the
+    2-D loops (the depth is then one test per row, made once).
 
     Grid: (tiles of the N*P*Q x K_PER_GROUP GEMM, groups, SPLIT_K). Input and weight have unit
     channel stride (NHWC input, (K, R, S, C) weight); VEC divides every channel count and row
@@ -88,6 +96,8 @@ def _im2col_forward_kernel(
     split = tl.program_id(2)
     C = aligned(C_PER_GROUP, VEC)
     M = N * P * Q
+    if DEPTH:
+        M = M * O
     offs_m, offs_n, mask_m, mask_n = gemm_tile(pid, M, K_PER_GROUP, BLOCK_M, BLOCK_N, GROUP_M)
     if USE_INT64:
         offs_m = offs_m.to(tl.int64)
@@ -110,16 +120,41 @@ def _im2col_forward_kernel(
     x_rows = n * sx_n + h0 * sx_h + w0 * sx_w + group * C
     w_cols = k * sw_k
     offs_c = tl.arange(0, BLOCK_K)
+    rows_in = mask_m  # rows whose input pixel exists at every tap of the loops below but the 3-D one
+    if DEPTH:
+        sx_d, sw_t = aligned(sx_d, VEC), aligned(sw_t, VEC)
+        if USE_INT64:
+            sx_d, sw_t = sx_d.to(tl.int64), sw_t.to(tl.int64)
+        d0 = (n % O) * stride_d - pad_d
+        x_rows = (n // O) * sx_n + d0 * sx_d + h0 * sx_h + w0 * sx_w + group * C
+        if T == 1:
+            rows_in = mask_m & (d0 >= 0) & (d0 < D)
 
     c_blocks = tl.cdiv(C, BLOCK_K)
-    first, last = split_range(R * S * c_blocks, split, SPLIT_K)
+    first, last = split_range(T * R * S * c_blocks, split, SPLIT_K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    if R * S == 1:
+    if R * S * T == 1:
         # 1x1: the reduction is the channels alone, a plain loop (8 warps are safe here).
         for c0 in range(first * BLOCK_K, last * BLOCK_K, BLOCK_K):
-            a, b = _gather_tiles(x_ptr, w_ptr, x_rows, w_cols, h0, w0, mask_m, mask_n, 0, 0, c0, offs_c, C, H, W,
+            a, b = _gather_tiles(x_ptr, w_ptr, x_rows, w_cols, h0, w0, rows_in, mask_n, 0, 0, c0, offs_c, C, H, W,
                                  dil_h, dil_w, sx_h, sx_w, sw_r, sw_s)
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+    elif T > 1:
+        # 3-D: one loop over every (t, r, s, channel block); a depth tap moves both base pointers.
+        tap = first // c_blocks
+        c0 = (first % c_blocks) * BLOCK_K
+        s = tap % S
+        r = (tap // S) % R
+        t = tap // (R * S)
+        for _ in range(first, last):
+            d_off = t * dil_d
+            tap_in = mask_m & (d0 >= -d_off) & (d0 < D - d_off)
+            a, b = _gather_tiles(x_ptr + d_off * sx_d, w_ptr + t * sw_t, x_rows, w_cols, h0, w0, tap_in, mask_n,
+                                 r, s, c0, offs_c, C, H, W, dil_h, dil_w, sx_h, sx_w, sw_r, sw_s)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+            c0, s = carry(c0 + BLOCK_K, C, s)
+            s, r = carry(s, S, r)
+            r, t = carry(r, R, t)
     else:
         # One loop over every (tap, channel block); (r, s, c0) of the first iteration, then counters.
         tap = first // c_blocks
@@ -127,7 +162,7 @@ def _im2col_forward_kernel(
         r = tap // S
         s = tap % S
         for _ in range(first, last):
-            a, b = _gather_tiles(x_ptr, w_ptr, x_rows, w_cols, h0, w0, mask_m, mask_n, r, s, c0, offs_c, C, H, W,
+            a, b = _gather_tiles(x_ptr, w_ptr, x_rows, w_cols, h0, w0, rows_in, mask_n, r, s, c0, offs_c, C, H, W,
                                  dil_h, dil_w, sx_h, sx_w, sw_r, sw_s)
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
             c0, s = carry(c0 + BLOCK_K, C, s)
@@ -146,17 +181,17 @@ IM2COL_FORWARD = TunedKernel(
     _im2col_forward_kernel,
     configs=gemm_plan.static_menu(flattened=True),
     key=["N", "H", "W", "P", "Q", "C_PER_GROUP", "K_PER_GROUP", "R", "S", "stride_h", "stride_w", "dil_h", "dil_w",
-         "VEC", "HAS_BIAS", "HAS_SCALE", "HAS_RESIDUAL", "ACTIVATION", "ACC_DTYPE", "DOT_PRECISION", "USE_INT64"],
+         "D", "O", "T", "stride_d", "dil_d", "VEC", "HAS_BIAS", "HAS_SCALE", "HAS_RESIDUAL", "ACTIVATION", "ACC_DTYPE", "DOT_PRECISION", "USE_INT64"],
     interpreter_config=gemm_plan.INTERPRETER_CONFIG,
     tile_operands=gemm_plan.TILE_OPERANDS,
 )
 
 
 def forward_problem(params: ConvParams, element_bytes: int) -> gemm_plan.GemmProblem:
+    taps = params.t * params.r * params.s
     return gemm_plan.GemmProblem(
-        m=params.n * params.p * params.q, n=params.k_per_group, reduction_block=params.c_per_group,
-        outer_blocks=params.r * params.s, programs=params.groups, element_bytes=element_bytes,
-        flattened=params.r * params.s > 1)
+        m=params.n * params.o * params.p * params.q, n=params.k_per_group, reduction_block=params.c_per_group,
+        outer_blocks=taps, programs=params.groups, element_bytes=element_bytes, flattened=taps > 1)
 
 
 def im2col_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, residual=None, activation=0):
@@ -169,11 +204,14 @@ def im2col_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, re
         return finish(out, params.channels_last)
     candidates = gemm_plan.plan(forward_problem(params, x.element_size()))
     splits = gemm_plan.largest_split(candidates)
-    m = params.n * params.p * params.q
+    m = params.n * params.o * params.p * params.q
     part = new_partials(splits, m, params.k, params.dtype, x.device) if splits > 1 else out
     epilogue = epilogue_arguments(out, bias, scale, shift, residual, activation)
     x_strides, w_strides = row_strides(x), row_strides(w)
-    vec = vector_width_for(params.dtype, params.c_per_group, *x_strides, *w_strides, tensors=(x, w))
+    x_depth, w_depth = depth_stride(x), depth_stride(w)
+    vec = vector_width_for(params.dtype, params.c_per_group, *x_strides, *w_strides, x_depth, w_depth,
+                           tensors=(x, w))
+    out_strides = folded_strides(out)
     grid = lambda meta: (
         triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(params.k_per_group, meta["BLOCK_N"]),
         params.groups,
@@ -183,14 +221,15 @@ def im2col_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, re
         grid, candidates,
         x, w, out, part,
         params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group,
-        *x_strides, *w_strides, *out.stride(),
+        *x_strides, *w_strides, *out_strides,
         *params.geometry,
+        params.d, params.o, x_depth, w_depth, *params.depth_geometry,
         *epilogue.args, **epilogue.flags,
-        R=params.r, S=params.s, VEC=vec,
+        R=params.r, S=params.s, T=params.t, DEPTH=params.spatial_dims == 3, VEC=vec,
         ACC_DTYPE=acc_dtype(params.dtype), DOT_PRECISION=dot_precision(params.dtype),
         USE_INT64=needs_int64(x, w, out, part, epilogue.residual_or_out),
     )
-    reduce_if_split(chosen, part, out, (params.p, params.q), out.stride(), bias=bias, scale=scale, shift=shift,
+    reduce_if_split(chosen, part, out, (params.p, params.q), out_strides, bias=bias, scale=scale, shift=shift,
                     residual=residual, activation=activation)
     return finish(out, params.channels_last)
 
@@ -198,6 +237,7 @@ def im2col_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, re
 def pointwise_unsupported(params: ConvParams) -> Optional[str]:
     """Why the ``pointwise`` entry (this kernel on a 1x1, whose loop is then a plain channel loop)
     does not apply, or None."""
-    if (params.r, params.s) != (1, 1):
-        return f"pointwise needs a 1x1 kernel, got {params.r}x{params.s}"
+    if (params.t, params.r, params.s) != (1, 1, 1):
+        size = "x".join(map(str, params.weight_shape[2:]))
+        return f"pointwise needs a {'1x1x1' if params.spatial_dims == 3 else '1x1'} kernel, got {size}"
     return None

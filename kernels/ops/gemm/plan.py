@@ -61,7 +61,7 @@ INTERPRETER_CONFIG = config(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16, SPLIT_K=1, GROUP
 TILE_OPERANDS = [("BLOCK_M", "BLOCK_K"), ("BLOCK_K", "BLOCK_N")]
 # The autotune key of the backward GEMM kernels (dgrad, wgrad): everything the plan depends on.
 BACKWARD_KEY = ["N", "H", "W", "P", "Q", "C_PER_GROUP", "K_PER_GROUP", "R", "S", "stride_h", "stride_w", "dil_h",
-                "dil_w", "VEC", "ACC_DTYPE", "DOT_PRECISION", "USE_INT64"]
+                "dil_w", "D", "O", "T", "stride_d", "dil_d", "VEC", "ACC_DTYPE", "DOT_PRECISION", "USE_INT64"]
 
 
 @dataclass(frozen=True)
@@ -209,4 +209,5 @@ def row_strides(t: torch.Tensor):
     """The strides of dims 0, 2, 3 (batch or K, rows, columns) the kernels form addresses from,
     0 for a dimension of size 1 (never stepped along): a 1x1 weight's arbitrary tap strides, or a
     batch of one's, must not lower the vector width."""
-    return tuple(t.stride(d) if t.size(d) > 1 else 0 for d in (0, 2, 3))
+    dims = (0, 2, 3) if t.dim() == 4 else (0, 3, 4)  # a 5-D tensor's depth: ``common.depth_stride``
+    return tuple(t.stride(d) if t.size(d) > 1 else 0 for d in dims)

@@ -14,7 +14,7 @@ import triton.language as tl
 from ...core.launcher import TunedKernel
 from ...core.layout import finish, nhwc
 from ...core.params import ConvParams
-from ..common import acc_dtype, dot_precision, needs_int64, new_buffer
+from ..common import acc_dtype, depth_stride, dot_precision, needs_int64, new_buffer
 from ..tiles import advance_pixels, aligned, gemm_tile, pixel_walk, split_range
 from . import plan as gemm_plan
 from .plan import row_strides, vector_width_for
@@ -32,8 +32,11 @@ def _wgrad_kernel(
     sd_n, sd_p, sd_q,
     # geometry
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    # the depth of a 3-D convolution (read only when DEPTH): input / output depth, the depth strides of
+    # the input and grad_output, the depth's stride, padding and dilation
+    D, O, sx_d, sd_o, stride_d, pad_d, dil_d,
     # meta-parameters
-    R: tl.constexpr, S: tl.constexpr, VEC: tl.constexpr,
+    R: tl.constexpr, S: tl.constexpr, T: tl.constexpr, DEPTH: tl.constexpr, VEC: tl.constexpr,
     ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
     GROUP_M: tl.constexpr,
@@ -44,6 +47,9 @@ def _wgrad_kernel(
     Grid: (tiles of K_PER_GROUP x C_PER_GROUP, R*S*SPLIT_K, groups). x and dy have unit channel
     stride. dw is written (K, R, S, C_PER_GROUP)-contiguous (or, split, as
     part[split, k, (r*S + s)*C_PER_GROUP + c] for ``splitk.split_reduce``).
+
+    DEPTH (3-D): the tap axis is (t, r, s), T*R*S*SPLIT_K programs; the pixels reduced over are
+    (n*O + output depth, p, q), their depth recovered once per step; dw is (K, T, R, S, C_PER_GROUP).
     """
     pid = tl.program_id(0)
     tap = tl.program_id(1) // SPLIT_K
@@ -51,6 +57,9 @@ def _wgrad_kernel(
     group = tl.program_id(2)
     r = tap // S
     s = tap % S
+    if DEPTH:
+        t = r // R
+        r = r % R
     Cg = aligned(C_PER_GROUP, VEC)
     Kg = aligned(K_PER_GROUP, VEC)
     sx_n, sx_h, sx_w = aligned(sx_n, VEC), aligned(sx_h, VEC), aligned(sx_w, VEC)
@@ -64,6 +73,12 @@ def _wgrad_kernel(
         c = c.to(tl.int64)
 
     NPQ = N * P * Q
+    n_rows = N  # the pixel walk's first digit: images, or (image, output depth) pairs in 3-D
+    if DEPTH:
+        NPQ = NPQ * O
+        n_rows = N * O
+        sx_d, sd_o = aligned(sx_d, VEC), aligned(sd_o, VEC)
+        d_tap = t * dil_d - pad_d
     first, last = split_range(tl.cdiv(NPQ, BLOCK_K), split, SPLIT_K)
     # Pixel coordinates of the first reduction block (divisions once), then a constant stride.
     n, p, q, step_n, step_p, step_q = pixel_walk(first * BLOCK_K, BLOCK_K, P, Q, USE_INT64)
@@ -71,23 +86,32 @@ def _wgrad_kernel(
     w_tap = s * dil_w - pad_w
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     for _ in range(first, last):
-        j_ok = n < N
+        j_ok = n < n_rows
         h = p * stride_h + h_tap
         w = q * stride_w + w_tap
         x_ok = j_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
-        a = tl.load(dy_ptr + ((n * sd_n + p * sd_p + q * sd_q)[None, :] + k[:, None]),
-                    mask=mask_m[:, None] & j_ok[None, :], other=0.0)
-        b = tl.load(x_ptr + ((n * sx_n + h * sx_h + w * sx_w)[:, None] + c[None, :]),
-                    mask=x_ok[:, None] & mask_n[None, :], other=0.0)
+        dy_rows = n * sd_n + p * sd_p + q * sd_q
+        x_rows = n * sx_n + h * sx_h + w * sx_w
+        if DEPTH:
+            image = n // O
+            out_d = n - image * O
+            d = out_d * stride_d + d_tap
+            x_ok = x_ok & (d >= 0) & (d < D)
+            dy_rows = image * sd_n + out_d * sd_o + p * sd_p + q * sd_q
+            x_rows = image * sx_n + d * sx_d + h * sx_h + w * sx_w
+        a = tl.load(dy_ptr + (dy_rows[None, :] + k[:, None]), mask=mask_m[:, None] & j_ok[None, :], other=0.0)
+        b = tl.load(x_ptr + (x_rows[:, None] + c[None, :]), mask=x_ok[:, None] & mask_n[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
         n, p, q = advance_pixels(n, p, q, step_n, step_p, step_q, P, Q)
 
     cols = (r * S + s) * Cg + offs_n
+    if DEPTH:
+        cols = tap * Cg + offs_n  # tap = (t*R + r)*S + s
     if SPLIT_K == 1:
-        offs = k[:, None] * (R * S * Cg) + cols[None, :]
+        offs = k[:, None] * (R * S * T * Cg) + cols[None, :]
         tl.store(dw_ptr + offs, acc.to(dw_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
     else:
-        splitk_store_partial(acc, part_ptr, split, k, cols, mask_m, mask_n, Kg * tl.num_programs(2), R * S * Cg)
+        splitk_store_partial(acc, part_ptr, split, k, cols, mask_m, mask_n, Kg * tl.num_programs(2), R * S * T * Cg)
 
 
 # One GEMM per tap: the loop walks pixels only, so 8-warp tiles are allowed.
@@ -97,26 +121,28 @@ WGRAD = TunedKernel(
 )
 
 def grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams, channels_last: bool) -> torch.Tensor:
-    """dw for ``params`` (K, C/groups, R, S), deterministic."""
-    shape = (params.k, params.c_per_group, params.r, params.s)
+    """dw for ``params`` (K, C/groups, R, S), or (K, C/groups, T, R, S) in 3-D, deterministic."""
+    shape = params.weight_shape
     # The kernels write (K, R, S, C/groups) order: a channels_last weight.
     dw = new_buffer(shape, dy.dtype, dy.device, channels_last=True)
-    if params.n * params.p * params.q == 0:
+    npq = params.n * params.o * params.p * params.q
+    if npq == 0:
         return finish(dw.zero_(), channels_last)
     dy, x = nhwc(dy), nhwc(x)
-    npq = params.n * params.p * params.q
+    taps = params.t * params.r * params.s
     candidates = gemm_plan.plan(gemm_plan.GemmProblem(
         m=params.k_per_group, n=params.c_per_group, reduction_block=npq, outer_blocks=1,
-        programs=params.groups * params.r * params.s, element_bytes=dy.element_size(), flattened=False))
+        programs=params.groups * taps, element_bytes=dy.element_size(), flattened=False))
     splits = gemm_plan.largest_split(candidates)
-    cols = params.r * params.s * params.c_per_group
+    cols = taps * params.c_per_group
     part = new_partials(splits, params.k, cols, dy.dtype, dy.device) if splits > 1 else dw
     x_strides, dy_strides = row_strides(x), row_strides(dy)
-    vec = vector_width_for(dy.dtype, params.k_per_group, params.c_per_group, *x_strides, *dy_strides,
-                           tensors=(x, dy))
+    x_depth, dy_depth = depth_stride(x), depth_stride(dy)
+    vec = vector_width_for(dy.dtype, params.k_per_group, params.c_per_group, *x_strides, *dy_strides, x_depth,
+                           dy_depth, tensors=(x, dy))
     grid = lambda meta: (
         triton.cdiv(params.k_per_group, meta["BLOCK_M"]) * triton.cdiv(params.c_per_group, meta["BLOCK_N"]),
-        params.r * params.s * meta["SPLIT_K"],
+        taps * meta["SPLIT_K"],
         params.groups,
     )
     chosen = WGRAD.launch(
@@ -125,7 +151,8 @@ def grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams, channels_
         params.n, params.h, params.w, params.p, params.q, params.c_per_group, params.k_per_group,
         *x_strides, *dy_strides,
         *params.geometry,
-        R=params.r, S=params.s, VEC=vec,
+        params.d, params.o, x_depth, dy_depth, *params.depth_geometry,
+        R=params.r, S=params.s, T=params.t, DEPTH=params.spatial_dims == 3, VEC=vec,
         ACC_DTYPE=acc_dtype(dy.dtype), DOT_PRECISION=dot_precision(dy.dtype),
         USE_INT64=needs_int64(x, dy, dw, part),
     )
