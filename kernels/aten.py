@@ -1,4 +1,4 @@
-"""``kernels.enable()``: every 1-D and 2-D convolution of unmodified PyTorch code on our kernels.
+"""``kernels.enable()``: every 1-D, 2-D and 3-D convolution of unmodified PyTorch code on our kernels.
 
 Every convolution PyTorch runs (``F.conv1d/2d``, ``F.conv_transpose1d/2d``, the ``nn.Conv*`` and
 ``nn.ConvTranspose*`` modules, ``padding="same"``, torchvision models ...) reaches the dispatcher
@@ -12,7 +12,7 @@ forward-mode AD are convolutions again (ours), vmap's batching rules fold the vm
 into one bigger convolution (ours), meta and fake tensors keep PyTorch's shape functions.
 
 Passed through unchanged to the kernel PyTorch had registered before us (taken with
-``torch.library.get_kernel``): convolutions that are not 1-D or 2-D (3-D ones), dtypes other than
+``torch.library.get_kernel``): dtypes other than
 float16 / bfloat16 / float32 / float64, non-strided (sparse, mkldnn) tensors, and calls whose
 arguments our validation rejects, so that the error raised is PyTorch's own.
 """
@@ -28,7 +28,7 @@ import torch
 
 from .autograd.ops import conv2d_grad_bias_op, conv2d_grad_input_op, conv2d_grad_weight_op, conv2d_op
 from .core.interpreter import interpreting
-from .core.layout import output_channels_last
+from .core.layout import memory_format, output_channels_last
 from .core.params import SUPPORTED_DTYPES, ConvParams
 from .core.variant_params import TransposedParams
 from .dispatch import ALGORITHMS
@@ -44,10 +44,10 @@ class _State:
 
 
 def _ours(input: torch.Tensor, weight: torch.Tensor, *others: Optional[torch.Tensor]) -> bool:
-    """The convolutions we implement: 1-D and 2-D (input and weight of the same rank, 3 or 4), one
-    of our dtypes for all operands, strided tensors on one device."""
+    """The convolutions we implement: 1-D, 2-D and 3-D (input and weight of the same rank, 3, 4 or 5),
+    one of our dtypes for all operands, strided tensors on one device."""
     tensors = [t for t in (input, weight, *others) if t is not None]
-    return (input.dim() in (3, 4) and all(t.dim() == input.dim() for t in tensors[:2])
+    return (input.dim() in (3, 4, 5) and all(t.dim() == input.dim() for t in tensors[:2])
             and input.dtype in SUPPORTED_DTYPES and all(t.dtype == input.dtype for t in tensors)
             and all(t.layout == torch.strided and t.device == input.device for t in tensors))
 
@@ -72,11 +72,13 @@ def _lift_args(one_d: bool, stride, padding, dilation, output_padding):
 def _problem(input_shape, weight_shape, stride, padding, dilation, transposed, output_padding, groups, dtype,
              bias_shape=None):
     """ConvParams, or TransposedParams, of the (lifted) call: raises what our validation raises."""
+    three_d = len(weight_shape) == 5
     if transposed:
         return TransposedParams.from_shapes(input_shape, weight_shape, stride, padding, output_padding, groups,
-                                            dilation, dtype=dtype, bias_shape=bias_shape)
+                                            dilation, dtype=dtype, bias_shape=bias_shape,
+                                            op="conv_transpose3d" if three_d else "conv_transpose2d")
     return ConvParams.from_shapes(input_shape, weight_shape, stride, padding, dilation, groups, dtype=dtype,
-                                  bias_shape=bias_shape)
+                                  bias_shape=bias_shape, op="conv3d" if three_d else "conv2d")
 
 
 def _convolution(original, keyset, input, weight, bias, stride, padding, dilation, transposed, output_padding,
@@ -125,11 +127,11 @@ def _convolution_backward(original, keyset, grad_output, input, weight, bias_siz
     if transposed:
         # The convolution behind it maps (the uncropped part of) the output back to the input.
         conv = problem.conv
-        gy_conv = gy[:, :, :conv.h, :conv.w]
+        gy_conv = gy[(slice(None), slice(None)) + tuple(slice(0, size) for size in conv.input_shape[2:])]
         geo = problem.op_geometry(algorithm)
         if want_input:
             g_input = conv2d_op(gy_conv, w, None, *geo)
-            g_input = g_input.contiguous(memory_format=torch.channels_last if layout else torch.contiguous_format)
+            g_input = g_input.contiguous(memory_format=memory_format(layout, g_input.dim()))
         if want_weight:
             g_weight = conv2d_grad_weight_op(x, gy_conv, list(w.shape), layout, *geo)
     else:
@@ -150,7 +152,7 @@ def _dispatch_keys():
 
 
 def enable(algorithm: str = "auto") -> None:
-    """Route every 1-D and 2-D convolution (forward and backward) of CUDA tensors, and of CPU
+    """Route every 1-D, 2-D and 3-D convolution (forward and backward) of CUDA tensors, and of CPU
     tensors under Triton's interpreter, to our kernels with ``algorithm`` (one of
     ``kernels.ALGORITHMS``; an explicit algorithm that does not apply to some convolution raises
     ``ValueError`` there, as ``kernels.conv2d`` does). Calling it again changes the algorithm."""

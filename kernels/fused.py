@@ -1,4 +1,5 @@
-"""Fused convolution + BatchNorm (+ residual) (+ activation) inference: ``kernels.conv2d_bn``.
+"""Fused convolution + BatchNorm (+ residual) (+ activation) inference: ``kernels.conv2d_bn`` (and
+``conv3d_bn``, the same in 3-D).
 
 At inference BatchNorm is a per-output-channel affine map, ``y = conv * scale + shift`` with
 ``scale = gamma / sqrt(running_var + eps)`` and ``shift = beta + (conv_bias - running_mean) * scale``.
@@ -33,19 +34,19 @@ from .dispatch import resolve
 from .ops.epilogue import activation_code
 
 
-def _bn_vector(t: Optional[torch.Tensor], name: str, k: int, required: bool) -> None:
+def _bn_vector(t: Optional[torch.Tensor], name: str, k: int, required: bool, op: str = "conv2d_bn") -> None:
     if t is None:
         if required:
-            raise RuntimeError(f"conv2d_bn: {name} must be a Tensor, got None")
+            raise RuntimeError(f"{op}: {name} must be a Tensor, got None")
         return
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"conv2d_bn: {name} must be a Tensor or None, got {type(t).__name__}")
+        raise TypeError(f"{op}: {name} must be a Tensor or None, got {type(t).__name__}")
     if not t.is_floating_point():
-        raise RuntimeError(f"conv2d_bn: {name} must be a floating-point tensor, got {t.dtype}")
+        raise RuntimeError(f"{op}: {name} must be a floating-point tensor, got {t.dtype}")
     if t.numel() != k or t.dim() != 1:
         # F.batch_norm's wording: "running_mean should contain 6 elements not 5".
         raise RuntimeError(
-            f"conv2d_bn: {name} should contain {k} elements not {t.numel()} "
+            f"{op}: {name} should contain {k} elements not {t.numel()} "
             f"(one per output channel; got {name} of size {list(t.shape)})"
         )
 
@@ -184,20 +185,20 @@ def _check_inference(named_tensors) -> None:
             )
 
 
-def _check_residual(residual, output_shape, dtype, device) -> torch.Tensor:
+def _check_residual(residual, output_shape, dtype, device, op: str = "conv2d_bn") -> torch.Tensor:
     if not isinstance(residual, torch.Tensor):
-        raise TypeError(f"conv2d_bn: residual must be a Tensor or None, got {type(residual).__name__}")
+        raise TypeError(f"{op}: residual must be a Tensor or None, got {type(residual).__name__}")
     if residual.dtype != dtype:
         raise RuntimeError(
-            f"conv2d_bn: residual type ({residual.dtype}) and input type ({dtype}) should be the same"
+            f"{op}: residual type ({residual.dtype}) and input type ({dtype}) should be the same"
         )
     if residual.device != device:
-        raise RuntimeError(f"conv2d_bn: residual must be on the input's device {device}, got {residual.device}")
+        raise RuntimeError(f"{op}: residual must be on the input's device {device}, got {residual.device}")
     try:
         return residual.expand(output_shape)  # broadcasting as in `bn_out + residual`; stride 0 is fine
     except RuntimeError:
         raise RuntimeError(
-            f"conv2d_bn: residual of size {list(residual.shape)} does not broadcast to the convolution's "
+            f"{op}: residual of size {list(residual.shape)} does not broadcast to the convolution's "
             f"output size {list(output_shape)}"
         ) from None
 
@@ -230,20 +231,51 @@ def conv2d_bn(
     "hardswish", "hardsigmoid", "sigmoid"``. The output has ``F.conv2d``'s shape, dtype and memory
     format. Inference only: raises when grad mode is on and an argument requires grad.
     """
+    return _fused("conv2d_bn", input, weight, bias, running_mean, running_var, bn_weight, bn_bias, eps, stride,
+                  padding, dilation, groups, residual, activation, algorithm)
+
+
+def conv3d_bn(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    bn_weight: Optional[torch.Tensor] = None,
+    bn_bias: Optional[torch.Tensor] = None,
+    eps: float = 1e-5,
+    stride: IntOrPair = 1,
+    padding: Union[IntOrPair, str] = 0,
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+    *,
+    residual: Optional[torch.Tensor] = None,
+    activation: Optional[str] = None,
+    algorithm: str = "auto",
+) -> torch.Tensor:
+    """``conv2d_bn`` for ``nn.Conv3d`` -> ``nn.BatchNorm3d`` (-> add) (-> act): ``kernels.conv3d``'s
+    arguments and output, the same epilogue in one implicit-GEMM launch. Inference only."""
+    return _fused("conv3d_bn", input, weight, bias, running_mean, running_var, bn_weight, bn_bias, eps, stride,
+                  padding, dilation, groups, residual, activation, algorithm)
+
+
+def _fused(op, input, weight, bias, running_mean, running_var, bn_weight, bn_bias, eps, stride, padding, dilation,
+           groups, residual, activation, algorithm):
+    """``conv2d_bn`` / ``conv3d_bn`` (``op``)."""
     code = activation_code(activation)
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps < 0:
-        raise TypeError(f"conv2d_bn: eps must be a non-negative float, got {eps!r}")
+        raise TypeError(f"{op}: eps must be a non-negative float, got {eps!r}")
     if isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor):
         input, weight, bias = autocast_inputs(input, weight, bias)
         if residual is not None and isinstance(residual, torch.Tensor):
             (residual,) = autocast_inputs(residual)
-    params = ConvParams.from_tensors(input, weight, bias, stride, padding, dilation, groups)
+    params = ConvParams.from_tensors(input, weight, bias, stride, padding, dilation, groups, op=op[:-3])
     entry = resolve(algorithm, params)
     for name, t in (("running_mean", running_mean), ("running_var", running_var),
                     ("bn_weight", bn_weight), ("bn_bias", bn_bias)):
-        _bn_vector(t, name, params.k, required=name.startswith("running"))
+        _bn_vector(t, name, params.k, required=name.startswith("running"), op=op)
         if t is not None and t.device != input.device:
-            raise RuntimeError(f"conv2d_bn: {name} must be on the input's device {input.device}, got {t.device}")
+            raise RuntimeError(f"{op}: {name} must be on the input's device {input.device}, got {t.device}")
     _check_inference((("input", input), ("weight", weight), ("bias", bias), ("bn_weight", bn_weight),
                       ("bn_bias", bn_bias), ("residual", residual)))
     check_device(input, weight, bias, residual)
@@ -251,13 +283,13 @@ def conv2d_bn(
     batched = input.unsqueeze(0) if params.unbatched else input
     if residual is not None:
         out_shape = params.output_shape[1:] if params.unbatched else params.output_shape
-        residual = _check_residual(residual, out_shape, input.dtype, input.device)
+        residual = _check_residual(residual, out_shape, input.dtype, input.device, op)
         if params.unbatched:
             residual = residual.unsqueeze(0)
     fold = bn_scale_shift if torch.compiler.is_compiling() else cached_scale_shift  # no weakrefs in graphs
     scale, shift = fold(bias, running_mean, running_var, bn_weight, bn_bias, eps, _fold_dtype(params.dtype))
     # The conv bias is inside `shift`: the kernel does not add it again.
     with torch.no_grad():
-        out = conv_fused_inference(batched, weight, scale, shift, residual, list(params.stride),
-                                   list(params.padding), list(params.dilation), params.groups, code, entry.name)
+        out = conv_fused_inference(batched, weight, scale, shift, residual, list(params.strides),
+                                   list(params.padding), list(params.dilations), params.groups, code, entry.name)
     return out.squeeze(0) if params.unbatched else out

@@ -63,6 +63,15 @@ def folded_strides(t: torch.Tensor):
     return (t.stride(2), t.stride(1), t.stride(3), t.stride(4))
 
 
+def foldable(t: torch.Tensor) -> torch.Tensor:
+    """A 5-D tensor whose (N, D) fold into one dimension (``folded_strides``): itself, or a channels_last_3d
+    copy (a broadcast residual, say)."""
+    if t.size(0) <= 1 or t.stride(0) == t.size(2) * t.stride(2):
+        return t
+    copy = torch.empty(t.shape, dtype=t.dtype, device=t.device, memory_format=torch.channels_last_3d)
+    return copy.copy_(t)
+
+
 def new_buffer(shape, dtype, device, channels_last: bool = False) -> torch.Tensor:
     fmt = memory_format(channels_last and len(shape) in (4, 5), len(shape))
     out = torch.empty(shape, dtype=dtype, device=device, memory_format=fmt)

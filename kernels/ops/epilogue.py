@@ -11,6 +11,8 @@ from typing import Dict, NamedTuple, Tuple
 import triton
 import triton.language as tl
 
+from .common import foldable, folded_strides
+
 # Activation codes (tl.constexpr ints) shared with the Python side.
 ACTIVATIONS = {
     None: 0,
@@ -100,10 +102,12 @@ class EpilogueArguments(NamedTuple):
 def epilogue_arguments(out, bias=None, scale=None, shift=None, residual=None, activation=0) -> EpilogueArguments:
     """The per-channel vectors are made contiguous here (``store_conv_tile`` reads element k at
     ``ptr + k``): a strided or expanded (stride 0) bias reads the right values. The residual is
-    read through its own strides."""
+    read through its own strides (a 5-D one with its (N, D) folded: ``common.folded_strides``)."""
+    if residual is not None and residual.dim() == 5:
+        residual = foldable(residual)
     res = residual if residual is not None else out
     vectors = tuple(out if t is None else t.contiguous() for t in (bias, scale, shift))
-    residual_strides = tuple(res.stride()) if residual is not None else (0, 0, 0, 0)
+    residual_strides = folded_strides(res) if residual is not None else (0, 0, 0, 0)
     return EpilogueArguments(
         args=vectors + (res,) + residual_strides,
         flags=dict(HAS_BIAS=bias is not None, HAS_SCALE=scale is not None,
