@@ -12,19 +12,6 @@ import torch.nn.functional as F
 import kernels
 
 
-def kernels_function(name: str):
-    """``kernels.<name>``; for the 3-D functions this tree does not define yet (``conv3d``,
-    ``conv_transpose3d``, ``conv3d_bn``: issue 24), a NotImplementedError that says so instead of an
-    AttributeError from deep inside a model's forward."""
-    try:
-        return getattr(kernels, name)
-    except AttributeError:
-        raise NotImplementedError(
-            f"kernels.{name} does not exist yet: 3-D convolutions are not on our kernels (issue 24), so the "
-            "3-D modules (cnn.Conv3d, cnn.ConvTranspose3d, cnn.FusedConv3dBN, the video ResNets) cannot run "
-            "their forward; build the model with torch.nn (or torchvision) modules meanwhile") from None
-
-
 class _OnKernels:
     """The ``algorithm`` attribute (default ``"auto"``), passed to ``kernels``: one of
     ``kernels.ALGORITHMS``. A plain attribute, so it can be changed after construction."""
@@ -73,8 +60,8 @@ class Conv3d(_OnKernels, nn.Conv3d):
 
     def _conv_forward(self, input, weight, bias):
         input, padding = self._padded(input)
-        conv3d = kernels_function("conv3d")
-        return conv3d(input, weight, bias, self.stride, padding, self.dilation, self.groups, algorithm=self.algorithm)
+        return kernels.conv3d(input, weight, bias, self.stride, padding, self.dilation, self.groups,
+                              algorithm=self.algorithm)
 
 
 class ConvTranspose2d(_OnKernels, nn.ConvTranspose2d):
@@ -100,9 +87,8 @@ class ConvTranspose3d(_OnKernels, nn.ConvTranspose3d):
 
     def forward(self, input, output_size: Optional[List[int]] = None):
         output_padding = self._transposed_output_padding(input, output_size, 3)
-        conv_transpose3d = kernels_function("conv_transpose3d")
-        return conv_transpose3d(input, self.weight, self.bias, self.stride, self.padding, output_padding,
-                                self.groups, self.dilation, algorithm=self.algorithm)
+        return kernels.conv_transpose3d(input, self.weight, self.bias, self.stride, self.padding, output_padding,
+                                        self.groups, self.dilation, algorithm=self.algorithm)
 
 
 # nn class -> (our class, the methods that compute: a subclass overriding one computes something of its own)

@@ -41,7 +41,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .conv import kernels_function
+import kernels
 
 
 class FusedConvBN(nn.Module):
@@ -79,7 +79,7 @@ class FusedConvBN(nn.Module):
             # As nn.Conv2d / nn.Conv3d do: pad explicitly, then convolve unpadded.
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = 0
-        return kernels_function(self.op_name)(
+        return getattr(kernels, self.op_name)(
             x, self.weight, self.bias, self.running_mean, self.running_var, self.bn_weight, self.bn_bias,
             self.eps, self.stride, padding, self.dilation, self.groups,
             residual=residual, activation=self.activation, algorithm=self.algorithm,

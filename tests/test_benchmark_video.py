@@ -1,6 +1,6 @@
 """The R3D-18 benchmark suite (its unique Conv3d layers on 16-frame 112x112 clips) and the 3-D paths
 of the benchmark machinery: cases against the network, the end-to-end variants, a CPU run of a small
-3-D network through ``python -m benchmarks`` (on our kernels: skipped until ``kernels.conv3d`` exists, issue 24)."""
+3-D network through ``python -m benchmarks`` (on our kernels: fails until ``kernels.conv3d`` exists)."""
 import json
 import math
 import os
@@ -15,7 +15,6 @@ import torch.nn.functional as F
 
 import benchmarks.run as bench_run
 import cnn
-import kernels
 from benchmarks import networks
 from benchmarks.environment import PRECISIONS
 from benchmarks.layers import counts, eligible_algorithms, traffic_bytes
@@ -99,8 +98,6 @@ class Tiny3d(nn.Module):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the benchmarks' CPU mode; on a GPU they time (make bench)")
-@pytest.mark.skipif(not (hasattr(kernels, "conv3d") and hasattr(kernels, "conv3d_bn")),
-                    reason="kernels.conv3d / conv3d_bn not defined yet (issue 24)")
 def test_cpu_run_of_a_3d_suite_writes_the_report(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(networks.SUITES, "tiny3d", lambda **kwargs: Tiny3d())
     monkeypatch.setitem(networks.INPUT_SIZES, "tiny3d", (3, 4, 32, 32))

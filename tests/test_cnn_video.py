@@ -31,13 +31,6 @@ from test_fuse_models import ACTIVATIONS
 from torchvision_oracle import import_torchvision
 
 CUDA = torch.cuda.is_available()
-
-
-def needs_kernels(*names):
-    """Skip, saying why, while ``kernels`` lacks one of these 3-D functions (issue 24); the test runs as
-    soon as they exist."""
-    missing = [name for name in names if not hasattr(kernels, name)]
-    return pytest.mark.skipif(bool(missing), reason=f"kernels.{', kernels.'.join(missing)} not defined yet (issue 24)")
 # One Kinetics clip as torchvision's weights are published at: 16 frames of 112x112.
 CLIP = (3, 16, 112, 112)
 
@@ -272,7 +265,6 @@ CONV3D = [
 ]
 
 
-@needs_kernels("conv3d")
 @pytest.mark.parametrize("kwargs", CONV3D, ids=lambda k: "-".join(f"{a}{v}" for a, v in k.items()))
 def test_conv3d_module_matches_nn_conv3d(device, kwargs):
     ours = cnn.Conv3d(**kwargs, device=device, dtype=torch.float64)
@@ -292,7 +284,6 @@ def test_conv3d_module_matches_nn_conv3d(device, kwargs):
     assert_close(ours.weight.grad, reference.weight.grad, torch.float64, y[:, 0].numel(), "grad_weight")
 
 
-@needs_kernels("conv3d")
 def test_conv3d_module_float32_channels_last_3d_and_unbatched(device):
     ours = cnn.Conv3d(4, 8, 3, stride=(1, 2, 2), padding=1, device=device)
     reference = copy.deepcopy(ours).double().cpu()
@@ -311,7 +302,6 @@ def test_conv3d_module_float32_channels_last_3d_and_unbatched(device):
     (dict(in_channels=4, out_channels=6, kernel_size=(2, 3, 3), stride=(1, 2, 2), groups=2, bias=False), (6, 12, 13)),
     (dict(in_channels=3, out_channels=3, kernel_size=2, dilation=2), None),
 ])
-@needs_kernels("conv_transpose3d")
 def test_conv_transpose3d_module_matches_nn_conv_transpose3d(device, kwargs, output_size):
     ours = cnn.ConvTranspose3d(**kwargs, device=device, dtype=torch.float64)
     reference = nn.ConvTranspose3d(**kwargs, dtype=torch.float64)
@@ -355,7 +345,6 @@ BLOCKS = [
 ]
 
 
-@needs_kernels("conv3d")
 @pytest.mark.parametrize("kind,inplanes,planes,builder,stride", BLOCKS, ids=lambda v: str(v))
 def test_blocks_on_kernels_match_torchvision(tv_video, device, kind, inplanes, planes, builder, stride):
     from torchvision.models.video import resnet as tv
@@ -378,7 +367,6 @@ def test_blocks_on_kernels_match_torchvision(tv_video, device, kind, inplanes, p
         assert_outputs_close(ours.to(device)(x.to(device)).cpu(), theirs(x.double()), rtol=1e-4)
 
 
-@needs_kernels("conv3d")
 @pytest.mark.parametrize("stem", ["BasicStem", "R2Plus1dStem"])
 def test_stems_on_kernels_match_torchvision(tv_video, device, stem):
     from torchvision.models.video import resnet as tv
@@ -390,7 +378,6 @@ def test_stems_on_kernels_match_torchvision(tv_video, device, stem):
         assert_outputs_close(ours.to(device)(x.to(device)).cpu(), theirs(x.double()), rtol=1e-4)
 
 
-@needs_kernels("conv3d_bn")
 def test_fused_video_blocks_on_kernels(device):
     """A narrow network of the video block classes, fused: every convolution one conv3d_bn, no
     BatchNorm or add left, the eval model's output (channels_last_3d, as benchmarked)."""
@@ -417,7 +404,6 @@ def test_fused_video_blocks_on_kernels(device):
     assert_outputs_close(actual, expected, rtol=1e-4)
 
 
-@needs_kernels("conv3d")
 @pytest.mark.skipif(not CUDA, reason="full-size video networks on our kernels: CUDA only (hours under the interpreter)")
 @pytest.mark.parametrize("name", cnn.VIDEO_MODELS)
 def test_full_size_network_on_kernels_matches_torchvision_cuda(tv_video, name):
@@ -428,14 +414,3 @@ def test_full_size_network_on_kernels_matches_torchvision_cuda(tv_video, name):
         expected = theirs(x.double())
         assert_outputs_close(ours(x), expected, rtol=1e-4)
         assert_outputs_close(cnn.fuse(ours)(x.contiguous(memory_format=torch.channels_last_3d)), expected, rtol=1e-4)
-
-
-@pytest.mark.skipif(hasattr(kernels, "conv3d"), reason="kernels.conv3d exists: the 3-D modules run")
-def test_3d_modules_say_what_is_missing_until_kernels_has_3d_convolutions():
-    """Until issue 24 lands, a 3-D module's forward raises NotImplementedError naming the missing
-    function and the issue, not an AttributeError from inside the model."""
-    for module, x in ((cnn.Conv3d(2, 3, 3), torch.randn(1, 2, 3, 4, 4)),
-                      (cnn.ConvTranspose3d(2, 3, 3), torch.randn(1, 2, 3, 4, 4)),
-                      (cnn.r3d_18(num_classes=2), torch.randn(1, 3, 2, 16, 16))):
-        with pytest.raises(NotImplementedError, match=r"kernels\.conv(_transpose)?3d does not exist yet.*issue 24"):
-            module(x)
