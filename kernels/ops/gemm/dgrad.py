@@ -110,7 +110,6 @@ def _dgrad_kernel(
     q0 = (w + pad_w - s0 * dil_w) // stride_w
     dy_rows = n * sd_n + p0 * sd_p + q0 * sd_q + group * K
     w_cols = group * K * sw_k + r0 * sw_r + s0 * sw_s + offs_n
-    taps_d = 1
     if DEPTH:
         t0 = first_tap(phase_d, T, dil_d, stride_d)
         taps_d = tl.maximum(tl.cdiv(T - t0, tap_step_d), 0)
@@ -124,7 +123,10 @@ def _dgrad_kernel(
     offs_k = tl.arange(0, BLOCK_K)
 
     k_blocks = tl.cdiv(K, BLOCK_K)
-    first, last = split_range(taps_d * taps_h * taps_w * k_blocks, split, SPLIT_K)
+    iterations = taps_h * taps_w * k_blocks
+    if DEPTH:
+        iterations = taps_d * iterations
+    first, last = split_range(iterations, split, SPLIT_K)
     tap = first // tl.maximum(k_blocks, 1)
     k0 = (first % tl.maximum(k_blocks, 1)) * BLOCK_K
     i = tap // tl.maximum(taps_w, 1)
@@ -139,14 +141,17 @@ def _dgrad_kernel(
         row_ok = (p0 >= dp) & (p0 < P + dp) & (q0 >= dq) & (q0 < Q + dq)
         kk = k0 + offs_k
         k_ok = kk < K
-        a_cols = kk - dp * sd_p - dq * sd_q
-        w_tap = (i * tap_step_h) * sw_r + (j * tap_step_w) * sw_s
+        # The 2-D statements stay as they were, in their order: ptxas allocates registers by it.
         if DEPTH:
             do = i_d * row_step_d
             row_ok = row_ok & (o0 >= do) & (o0 < O + do)
-            a_cols -= do * sd_o
-            w_tap += (i_d * tap_step_d) * sw_t
-        a = tl.load(dy_ptr + (dy_rows[:, None] + a_cols[None, :]), mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+            a = tl.load(dy_ptr + (dy_rows[:, None] + (kk - dp * sd_p - dq * sd_q - do * sd_o)[None, :]),
+                        mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+            w_tap = (i * tap_step_h) * sw_r + (j * tap_step_w) * sw_s + (i_d * tap_step_d) * sw_t
+        else:
+            a = tl.load(dy_ptr + (dy_rows[:, None] + (kk - dp * sd_p - dq * sd_q)[None, :]),
+                        mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+            w_tap = (i * tap_step_h) * sw_r + (j * tap_step_w) * sw_s
         b = tl.load(w_ptr + (w_cols[None, :] + (kk * sw_k + w_tap)[:, None]),
                     mask=k_ok[:, None] & mask_n[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)

@@ -90,17 +90,20 @@ def _wgrad_kernel(
         h = p * stride_h + h_tap
         w = q * stride_w + w_tap
         x_ok = j_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
-        dy_rows = n * sd_n + p * sd_p + q * sd_q
-        x_rows = n * sx_n + h * sx_h + w * sx_w
         if DEPTH:
             image = n // O
             out_d = n - image * O
             d = out_d * stride_d + d_tap
             x_ok = x_ok & (d >= 0) & (d < D)
-            dy_rows = image * sd_n + out_d * sd_o + p * sd_p + q * sd_q
-            x_rows = image * sx_n + d * sx_d + h * sx_h + w * sx_w
-        a = tl.load(dy_ptr + (dy_rows[None, :] + k[:, None]), mask=mask_m[:, None] & j_ok[None, :], other=0.0)
-        b = tl.load(x_ptr + (x_rows[:, None] + c[None, :]), mask=x_ok[:, None] & mask_n[None, :], other=0.0)
+            a = tl.load(dy_ptr + ((image * sd_n + out_d * sd_o + p * sd_p + q * sd_q)[None, :] + k[:, None]),
+                        mask=mask_m[:, None] & j_ok[None, :], other=0.0)
+            b = tl.load(x_ptr + ((image * sx_n + d * sx_d + h * sx_h + w * sx_w)[:, None] + c[None, :]),
+                        mask=x_ok[:, None] & mask_n[None, :], other=0.0)
+        else:  # the 2-D statements as they were, in their order (ptxas allocates registers by it)
+            a = tl.load(dy_ptr + ((n * sd_n + p * sd_p + q * sd_q)[None, :] + k[:, None]),
+                        mask=mask_m[:, None] & j_ok[None, :], other=0.0)
+            b = tl.load(x_ptr + ((n * sx_n + h * sx_h + w * sx_w)[:, None] + c[None, :]),
+                        mask=x_ok[:, None] & mask_n[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
         n, p, q = advance_pixels(n, p, q, step_n, step_p, step_q, P, Q)
 
