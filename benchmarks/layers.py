@@ -18,7 +18,6 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 import kernels
-from cnn.profile import conv3d_algorithm
 from kernels.dispatch import resolve
 
 from .environment import DEVICE, ON_GPU, Precision, precision_mode
@@ -39,10 +38,8 @@ def conv_params(case: ConvCase) -> kernels.ConvParams:
 
 
 def eligible_algorithms(case: ConvCase) -> List[str]:
-    """Registered algorithms that apply to ``case``, in registry order (none named for a 3-D
-    layer: kernels' registry has no 3-D eligibility yet, so its rows are ``cudnn`` and ``auto``)."""
-    if case.three_d:
-        return []
+    """Registered algorithms that apply to ``case``, in registry order (a 3-D layer's: those with 3-D
+    kernels that apply)."""
     params = conv_params(case)
     return [name for name, algorithm in kernels.REGISTRY.items() if algorithm.eligible(params)]
 
@@ -50,12 +47,7 @@ def eligible_algorithms(case: ConvCase) -> List[str]:
 def counts(case: ConvCase) -> Dict[str, Dict[str, int]]:
     """``kernels.conv2d_flops`` of ``case`` for ``auto`` and every eligible algorithm. A transposed
     layer runs as a dgrad, whatever the algorithm: its multiplies are its MACs (as
-    ``torch.utils.flop_counter`` counts them), the algorithm's forward count does not apply; so
-    do a 3-D layer's, whose algorithm ``cnn.profile.conv3d_algorithm`` names."""
-    if case.three_d:
-        conv_input_channels = case.k if case.transposed else case.c
-        algorithm = conv3d_algorithm("auto", conv_input_channels, (case.t, case.r, case.s), case.groups)
-        return {"auto": dict(macs=case.macs, multiplies=case.macs, flops=2 * case.macs, algorithm=algorithm)}
+    ``torch.utils.flop_counter`` counts them), the algorithm's forward count does not apply."""
     if case.op == "conv2d":
         args = dict(case.conv_args())
         return {name: kernels.conv2d_flops(case.input_shape, case.weight_shape, **args, algorithm=name)

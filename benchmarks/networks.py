@@ -131,10 +131,7 @@ class ConvCase:
 
     def problem(self):
         """(the ConvParams our kernels run, the output shape): a transposed layer runs as the
-        dgrad of that convolution, a 1-D one as a 2-D one over (N, C, 1, L). 3-D layers have no
-        ConvParams yet (issue 24): ``output_shape`` and ``macs`` serve them."""
-        if self.three_d:
-            raise NotImplementedError(f"{self.layer}: kernels has no ConvParams for a 3-D convolution yet")
+        dgrad of that convolution, a 1-D one as a 2-D one over (N, C, 1, L), a 3-D one as itself."""
         args = self.conv_args()
         groups = args.pop("groups")
         x, w = torch.empty(self.input_shape, device="meta"), torch.empty(self.weight_shape, device="meta")
@@ -142,10 +139,12 @@ class ConvCase:
             args = lift_1d(self.op, x, w, **args)
             x, w = x.unsqueeze(-2), w.unsqueeze(-2)
         if self.transposed:
-            transposed = TransposedParams.from_shapes(x.shape, w.shape, groups=groups, **args)
+            transposed = TransposedParams.from_shapes(x.shape, w.shape, groups=groups, **args,
+                                                      op="conv_transpose3d" if self.three_d else "conv_transpose2d")
             params, shape = transposed.conv, transposed.output_shape
         else:
-            params = kernels.ConvParams.from_shapes(x.shape, w.shape, groups=groups, has_bias=self.bias, **args)
+            params = kernels.ConvParams.from_shapes(x.shape, w.shape, groups=groups, has_bias=self.bias, **args,
+                                                    op="conv3d" if self.three_d else "conv2d")
             shape = params.output_shape
         return params, (shape[:2] + shape[3:] if self.one_d else shape)
 

@@ -18,7 +18,7 @@ VARIANT_CASES = (
     "(4096 channels, kernel 4, length 2048), from `benchmarks/variant_networks.py`; a transposed layer's "
     "MACs are counted as `torch.utils.flop_counter` counts them. The `r3d_18` suite is the Conv3d layers of "
     "R3D-18 on 16-frame 112×112 clips (batch 8 on a GPU unless `--batches` says otherwise), against "
-    "`F.conv3d`; until `kernels.dispatch` resolves 3-D problems its rows are `cudnn` and `auto` only.")
+    "`F.conv3d`; its rows are `cudnn`, `auto` and the algorithms with 3-D kernels (`im2col`, `pointwise`).")
 
 
 def geomean(values: Sequence[float], weights: Optional[Sequence[float]] = None) -> Optional[float]:

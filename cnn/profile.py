@@ -89,25 +89,16 @@ def _channels_last(x: torch.Tensor) -> bool:
 
 def conv3d_algorithm(algorithm: str, in_channels: int, kernel_size: Tuple[int, ...], groups: int) -> str:
     """The registered algorithm a 3-D convolution with ``algorithm=`` runs on (for a transposed
-    one: the convolution it is the dgrad of, whose input has ``in_channels``).
-
-    HOOK (issue 24), the one place ``cnn`` names a 3-D layer's algorithm: ``kernels.dispatch``
-    does not resolve 3-D problems yet. Until it does, ``"auto"`` follows the routing the issue
-    fixes for them (channel-wise on the depthwise kernel, 1x1x1 as the pointwise GEMM, everything
-    else on the implicit GEMM) and an explicit registered name is reported as given (whether it
-    applies is ``kernels.conv3d``'s to say). Replace the body by ``kernels.dispatch``'s 3-D
-    resolution once it exists.
-    """
-    if algorithm != "auto":
-        if algorithm not in REGISTRY:
-            raise ValueError(f"profile: a 3-D convolution's algorithm must be 'auto' or one of {list(REGISTRY)}, "
-                             f"got {algorithm!r}")
-        return algorithm
-    if groups == in_channels and groups > 1:
-        return "depthwise"
-    if tuple(kernel_size) == (1, 1, 1):
-        return "pointwise"
-    return "im2col"
+    one: the convolution it is the dgrad of, whose input has ``in_channels``): ``kernels.dispatch``'s
+    resolution, which for 3-D depends on the channels, groups and kernel only. Raises ValueError
+    where ``kernels.conv3d`` would."""
+    if algorithm != "auto" and algorithm not in REGISTRY:
+        raise ValueError(f"profile: a 3-D convolution's algorithm must be 'auto' or one of {list(REGISTRY)}, "
+                         f"got {algorithm!r}")
+    kernel = tuple(kernel_size)
+    params = ConvParams.from_shapes((1, in_channels, *kernel), (groups, in_channels // groups, *kernel),
+                                    groups=groups, op="conv3d")
+    return resolve(algorithm, params).name
 
 
 def _conv3d_row(name: str, module: nn.Module, x: torch.Tensor, output_size=None) -> Tuple[LayerProfile, Shape, bool]:

@@ -143,13 +143,13 @@ def test_profile_totals_match_published_figures(name):
 
 def test_profile_rows_of_a_video_network():
     model = cnn.r3d_18(num_classes=10)
-    model.layer1[0].conv1[0].algorithm = "direct"
+    model.layer1[0].conv1[0].algorithm = "im2col"
     result = cnn.profile(model, (2, 3, 8, 32, 32), spatial_dims=3)
     by_name = {r.name: r for r in result.rows}
     stem = by_name["stem.0"]
     assert stem.input_shape == (2, 3, 8, 32, 32) and stem.output_shape == (2, 64, 8, 16, 16)
     assert stem.macs == 2 * 64 * 8 * 16 * 16 * (3 * 3 * 7 * 7) and stem.params == 64 * 3 * 3 * 7 * 7
-    assert (stem.algorithm, by_name["layer1.0.conv1.0"].algorithm) == ("im2col", "direct")
+    assert (stem.algorithm, by_name["layer1.0.conv1.0"].algorithm) == ("im2col", "im2col")
     down = by_name["layer2.0.downsample.0"]  # 1x1x1, stride 2 in time and space
     assert (down.algorithm, down.output_shape) == ("pointwise", (2, 128, 4, 8, 8))
     assert by_name["fc"].input_shape == (2, 512) and by_name["fc"].macs == 2 * 512 * 10
@@ -157,6 +157,9 @@ def test_profile_rows_of_a_video_network():
     assert "layer4.1.conv2.0" in str(result)
     with pytest.raises(ValueError, match="input_size"):
         cnn.profile(model, (3, 32, 32), spatial_dims=3)
+    model.layer1[0].conv1[0].algorithm = "direct"  # no 3-D kernels: kernels.conv3d would refuse it too
+    with pytest.raises(ValueError, match="direct has no 3-D kernels"):
+        cnn.profile(model, (2, 3, 8, 32, 32), spatial_dims=3)
     with pytest.raises(ValueError, match="spatial_dims"):
         cnn.profile(model, CLIP, spatial_dims=4)
 
@@ -185,7 +188,7 @@ def test_profile_counts_3d_layers_like_flop_counter_mode():
         out = model(torch.randn((1,) + size))
     assert result.total_macs == counter.get_total_flops() // 2
     assert [r.kind for r in result.rows] == ["conv", "conv", "conv_transpose", "conv_transpose"]
-    assert [r.algorithm for r in result.rows][:2] == ["im2col", "depthwise"]
+    assert [r.algorithm for r in result.rows][:2] == ["im2col", "im2col"]  # channel-wise 3-D: the implicit GEMM
     assert result.rows[-1].output_shape == tuple(out.shape) == (1, 2, 5, 13, 16)  # output_size honoured (H: 12 + 1)
     assert cnn.profile(model, size, spatial_dims=3, channels_last=True).total_macs == result.total_macs
 
