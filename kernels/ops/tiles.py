@@ -74,6 +74,26 @@ def advance_pixels(n, p, q, step_n, step_p, step_q, P, Q):
 
 
 @triton.jit
+def voxel_walk(first, BLOCK: tl.constexpr, O, P, Q, USE_INT64: tl.constexpr):
+    """``pixel_walk`` in 3-D: voxel coordinates (n, o, p, q) of first + arange(BLOCK) in that order,
+    and the digits (step_n, step_o, step_p, step_q) of a BLOCK-voxel step, for ``advance_voxels``."""
+    j = first + tl.arange(0, BLOCK)
+    if USE_INT64:
+        j = j.to(tl.int64)
+    return (j // (O * P * Q), (j // (P * Q)) % O, (j // Q) % P, j % Q,
+            BLOCK // (O * P * Q), (BLOCK // (P * Q)) % O, (BLOCK // Q) % P, BLOCK % Q)
+
+
+@triton.jit
+def advance_voxels(n, o, p, q, step_n, step_o, step_p, step_q, O, P, Q):
+    """``advance_pixels`` with a depth digit: (n, o, p, q) of the voxel a (step_n, step_o, step_p,
+    step_q) step further, one carry per digit, no division."""
+    o, p, q = advance_pixels(o, p, q, step_o, step_p, step_q, P, Q)
+    carry = (o >= O).to(o.dtype)
+    return n + step_n + carry, o - carry * O, p, q
+
+
+@triton.jit
 def split_range(iterations, split, SPLIT_K: tl.constexpr):
     """[first, last) of the main-loop iterations that reduction part ``split`` of SPLIT_K runs."""
     per_split = tl.cdiv(iterations, SPLIT_K)

@@ -50,6 +50,16 @@ class Layer:
     groups: int = 1
     bias: bool = False
     first: bool = False  # reads the image: no grad_input in training
+    d: int = 0  # frames of a 3-D layer's clip (0: a 2-D layer), whose kernel is t x r x r
+    t: int = 1
+
+    @property
+    def input_shape(self) -> Tuple[int, ...]:
+        return (BATCH, self.c) + ((self.d,) if self.d else ()) + (self.h, self.h)
+
+    @property
+    def weight_shape(self) -> Tuple[int, ...]:
+        return (self.k, self.c // self.groups) + ((self.t,) if self.d else ()) + (self.r, self.r)
 
 
 ALL_PASSES = ("fwd", "dgrad", "wgrad")  # with a bias, the backward also runs the bias gradient
@@ -95,6 +105,9 @@ CALLS: List[Call] = [
     # grows with the element size past the plan's (F(4x4) fp64 needed 319 KB at two stages).
     Call(Layer("tests.winograd", 16, 8, 16, 3, padding=1), "winograd_f2", ("fp32", "fp64"), ("fwd",)),
     Call(Layer("tests.winograd", 16, 8, 16, 3, padding=1), "winograd_f4", ("fp32", "fp64"), ("fwd",)),
+    # 3-D (the DEPTH variants of the implicit-GEMM kernels): R3D-18's 3x3x3 block conv and 1x1x1 downsample.
+    Call(Layer("r3d_18.layer2.1.conv1.0", 128, 28, 128, 3, padding=1, d=8, t=3), "auto", ("fp16",)),
+    Call(Layer("r3d_18.layer2.0.downsample.0", 64, 56, 128, 1, stride=2, d=16), "auto", ("fp16",)),
 ]
 
 _TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "fp64": "float64"}
@@ -105,9 +118,10 @@ def _params(layer: Layer, dtype: str = "fp16"):
 
     from ..core.params import ConvParams
 
-    x = torch.empty(BATCH, layer.c, layer.h, layer.h, dtype=getattr(torch, _TORCH_DTYPES[dtype]), device="meta")
-    w = torch.empty(layer.k, layer.c // layer.groups, layer.r, layer.r, dtype=x.dtype, device="meta")
-    return ConvParams.from_tensors(x, w, None, layer.stride, layer.padding, 1, layer.groups)
+    x = torch.empty(layer.input_shape, dtype=getattr(torch, _TORCH_DTYPES[dtype]), device="meta")
+    w = torch.empty(layer.weight_shape, dtype=x.dtype, device="meta")
+    return ConvParams.from_tensors(x, w, None, layer.stride, layer.padding, 1, layer.groups,
+                                   op="conv3d" if layer.d else "conv2d")
 
 
 def all_calls(calls: Sequence[Call] = CALLS) -> List[Call]:
@@ -140,7 +154,7 @@ def _record(task: Tuple[int, Call, str, str], extra_configs=None) -> dict:
         index, call, dtype, layout = task
         layer = call.layer
         launch_plan.record_conv2d(
-            plan, (BATCH, layer.c, layer.h, layer.h), (layer.k, layer.c // layer.groups, layer.r, layer.r),
+            plan, layer.input_shape, layer.weight_shape,
             stride=layer.stride, padding=layer.padding, groups=layer.groups, bias=layer.bias,
             dtype=getattr(torch, _TORCH_DTYPES[dtype]), channels_last=layout == "channels_last",
             algorithm=call.algorithm, backward=call.passes != ("fwd",),

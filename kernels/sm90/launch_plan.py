@@ -280,24 +280,31 @@ def describe_conv(c: int, h: int, w: int, k: int, r: int, s: int, stride=1, grou
 def record_conv2d(plan: Recording, input_shape, weight_shape, *, stride=1, padding=0, dilation=1, groups=1,
                   bias=False, dtype=torch.float16, channels_last=True, algorithm="auto", backward=True,
                   input_grad=True, weight_grad=True, **labels) -> bool:
-    """``kernels.conv2d`` (and, with ``backward``, ``out.backward(dy)``) on CPU tensors of these
-    sizes, recorded with ``labels`` plus the algorithm ``auto`` resolves to and the layer's shape.
-    ``input_grad=False`` for a network's first layer (the image needs no gradient), ``weight_grad``
-    likewise. Returns False if the call raised (the error is in ``plan.errors``)."""
+    """``kernels.conv2d`` (``kernels.conv3d`` for 5-D shapes; and, with ``backward``,
+    ``out.backward(dy)``) on CPU tensors of these sizes, recorded with ``labels`` plus the algorithm
+    ``auto`` resolves to and the layer's shape. ``input_grad=False`` for a network's first layer (the
+    image needs no gradient), ``weight_grad`` likewise. Returns False if the call raised (the error
+    is in ``plan.errors``)."""
     import kernels
     from ..core.params import ConvParams
     from ..dispatch import resolve
 
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    three_d = len(weight_shape) == 5
+    fmt = (torch.channels_last_3d if three_d else torch.channels_last) if channels_last else torch.contiguous_format
     x = torch.empty(input_shape, dtype=dtype, memory_format=fmt)
     w = torch.empty(weight_shape, dtype=dtype, memory_format=fmt)
     b = torch.empty(weight_shape[0], dtype=dtype) if bias else None
-    n, c, h, wd = input_shape
-    k, _, r, s = weight_shape
-    labels.setdefault("shape", describe_conv(c, h, wd, k, r, s, stride, groups))
+    n, c, *sizes = input_shape
+    k, _, *kernel = weight_shape
+    if three_d:
+        shape = f"{c}x{'x'.join(map(str, sizes))}->{k} {'x'.join(map(str, kernel))}" + (f" s{stride}" if stride != 1 else "")
+        labels.setdefault("shape", shape + (f" g{groups}" if groups > 1 else ""))
+    else:
+        labels.setdefault("shape", describe_conv(c, *sizes, k, *kernel, stride, groups))
     labels.setdefault("layout", "channels_last" if channels_last else "nchw")
+    conv_op = kernels.conv3d if three_d else kernels.conv2d
     try:
-        params = ConvParams.from_tensors(x, w, b, stride, padding, dilation, groups)
+        params = ConvParams.from_tensors(x, w, b, stride, padding, dilation, groups, op="conv3d" if three_d else "conv2d")
         labels.setdefault("algorithm", resolve(algorithm, params).name)
     except Exception as error:  # noqa: BLE001 - the call below raises it again, recorded
         labels.setdefault("algorithm", f"{algorithm} ({type(error).__name__})")
@@ -305,13 +312,13 @@ def record_conv2d(plan: Recording, input_shape, weight_shape, *, stride=1, paddi
     def conv():
         if not backward:
             with torch.no_grad():
-                kernels.conv2d(x, w, b, stride, padding, dilation, groups, algorithm=algorithm)
+                conv_op(x, w, b, stride, padding, dilation, groups, algorithm=algorithm)
             return
         x.requires_grad_(input_grad)
         w.requires_grad_(weight_grad)
         if b is not None:
             b.requires_grad_(True)
-        out = kernels.conv2d(x, w, b, stride, padding, dilation, groups, algorithm=algorithm)
+        out = conv_op(x, w, b, stride, padding, dilation, groups, algorithm=algorithm)
         out.backward(torch.empty_like(out))
 
     with plan.labels(**labels):

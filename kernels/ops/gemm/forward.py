@@ -120,7 +120,6 @@ def _im2col_forward_kernel(
     x_rows = n * sx_n + h0 * sx_h + w0 * sx_w + group * C
     w_cols = k * sw_k
     offs_c = tl.arange(0, BLOCK_K)
-    rows_in = mask_m  # rows whose input pixel exists at every tap of the loops below but the 3-D one
     if DEPTH:
         sx_d, sw_t = aligned(sx_d, VEC), aligned(sw_t, VEC)
         if USE_INT64:
@@ -128,7 +127,9 @@ def _im2col_forward_kernel(
         d0 = (n % O) * stride_d - pad_d
         x_rows = (n // O) * sx_n + d0 * sx_d + h0 * sx_h + w0 * sx_w + group * C
         if T == 1:
-            rows_in = mask_m & (d0 >= 0) & (d0 < D)
+            # A row whose one input frame is padding fails every tap's row test (as past-the-image rows
+            # do): no second row predicate stays live across the loop (ptxas spills one).
+            h0 = tl.where((d0 >= 0) & (d0 < D), h0, -(1 << 24))
 
     c_blocks = tl.cdiv(C, BLOCK_K)
     first, last = split_range(T * R * S * c_blocks, split, SPLIT_K)
@@ -136,7 +137,7 @@ def _im2col_forward_kernel(
     if R * S * T == 1:
         # 1x1: the reduction is the channels alone, a plain loop (8 warps are safe here).
         for c0 in range(first * BLOCK_K, last * BLOCK_K, BLOCK_K):
-            a, b = _gather_tiles(x_ptr, w_ptr, x_rows, w_cols, h0, w0, rows_in, mask_n, 0, 0, c0, offs_c, C, H, W,
+            a, b = _gather_tiles(x_ptr, w_ptr, x_rows, w_cols, h0, w0, mask_m, mask_n, 0, 0, c0, offs_c, C, H, W,
                                  dil_h, dil_w, sx_h, sx_w, sw_r, sw_s)
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
     elif T > 1:
@@ -162,7 +163,7 @@ def _im2col_forward_kernel(
         r = tap // S
         s = tap % S
         for _ in range(first, last):
-            a, b = _gather_tiles(x_ptr, w_ptr, x_rows, w_cols, h0, w0, rows_in, mask_n, r, s, c0, offs_c, C, H, W,
+            a, b = _gather_tiles(x_ptr, w_ptr, x_rows, w_cols, h0, w0, mask_m, mask_n, r, s, c0, offs_c, C, H, W,
                                  dil_h, dil_w, sx_h, sx_w, sw_r, sw_s)
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
             c0, s = carry(c0 + BLOCK_K, C, s)

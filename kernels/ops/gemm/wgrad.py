@@ -15,7 +15,7 @@ from ...core.launcher import TunedKernel
 from ...core.layout import finish, nhwc
 from ...core.params import ConvParams
 from ..common import acc_dtype, depth_stride, dot_precision, needs_int64, new_buffer
-from ..tiles import advance_pixels, aligned, gemm_tile, pixel_walk, split_range
+from ..tiles import advance_pixels, advance_voxels, aligned, gemm_tile, pixel_walk, split_range, voxel_walk
 from . import plan as gemm_plan
 from .plan import row_strides, vector_width_for
 from .splitk import new_partials, reduce_if_split, splitk_store_partial
@@ -49,7 +49,7 @@ def _wgrad_kernel(
     part[split, k, (r*S + s)*C_PER_GROUP + c] for ``splitk.split_reduce``).
 
     DEPTH (3-D): the tap axis is (t, r, s), T*R*S*SPLIT_K programs; the pixels reduced over are
-    (n*O + output depth, p, q), their depth recovered once per step; dw is (K, T, R, S, C_PER_GROUP).
+    (n, output depth, p, q), walked by a four-digit counter (``tiles.voxel_walk``); dw is (K, T, R, S, C_PER_GROUP).
     """
     pid = tl.program_id(0)
     tap = tl.program_id(1) // SPLIT_K
@@ -73,31 +73,30 @@ def _wgrad_kernel(
         c = c.to(tl.int64)
 
     NPQ = N * P * Q
-    n_rows = N  # the pixel walk's first digit: images, or (image, output depth) pairs in 3-D
     if DEPTH:
         NPQ = NPQ * O
-        n_rows = N * O
         sx_d, sd_o = aligned(sx_d, VEC), aligned(sd_o, VEC)
         d_tap = t * dil_d - pad_d
     first, last = split_range(tl.cdiv(NPQ, BLOCK_K), split, SPLIT_K)
     # Pixel coordinates of the first reduction block (divisions once), then a constant stride.
-    n, p, q, step_n, step_p, step_q = pixel_walk(first * BLOCK_K, BLOCK_K, P, Q, USE_INT64)
+    if DEPTH:
+        n, o, p, q, step_n, step_o, step_p, step_q = voxel_walk(first * BLOCK_K, BLOCK_K, O, P, Q, USE_INT64)
+    else:
+        n, p, q, step_n, step_p, step_q = pixel_walk(first * BLOCK_K, BLOCK_K, P, Q, USE_INT64)
     h_tap = r * dil_h - pad_h
     w_tap = s * dil_w - pad_w
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     for _ in range(first, last):
-        j_ok = n < n_rows
+        j_ok = n < N
         h = p * stride_h + h_tap
         w = q * stride_w + w_tap
         x_ok = j_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
         if DEPTH:
-            image = n // O
-            out_d = n - image * O
-            d = out_d * stride_d + d_tap
+            d = o * stride_d + d_tap
             x_ok = x_ok & (d >= 0) & (d < D)
-            a = tl.load(dy_ptr + ((image * sd_n + out_d * sd_o + p * sd_p + q * sd_q)[None, :] + k[:, None]),
+            a = tl.load(dy_ptr + ((n * sd_n + o * sd_o + p * sd_p + q * sd_q)[None, :] + k[:, None]),
                         mask=mask_m[:, None] & j_ok[None, :], other=0.0)
-            b = tl.load(x_ptr + ((image * sx_n + d * sx_d + h * sx_h + w * sx_w)[:, None] + c[None, :]),
+            b = tl.load(x_ptr + ((n * sx_n + d * sx_d + h * sx_h + w * sx_w)[:, None] + c[None, :]),
                         mask=x_ok[:, None] & mask_n[None, :], other=0.0)
         else:  # the 2-D statements as they were, in their order (ptxas allocates registers by it)
             a = tl.load(dy_ptr + ((n * sd_n + p * sd_p + q * sd_q)[None, :] + k[:, None]),
@@ -105,7 +104,10 @@ def _wgrad_kernel(
             b = tl.load(x_ptr + ((n * sx_n + h * sx_h + w * sx_w)[:, None] + c[None, :]),
                         mask=x_ok[:, None] & mask_n[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
-        n, p, q = advance_pixels(n, p, q, step_n, step_p, step_q, P, Q)
+        if DEPTH:
+            n, o, p, q = advance_voxels(n, o, p, q, step_n, step_o, step_p, step_q, O, P, Q)
+        else:
+            n, p, q = advance_pixels(n, p, q, step_n, step_p, step_q, P, Q)
 
     cols = (r * S + s) * Cg + offs_n
     if DEPTH:
