@@ -163,13 +163,9 @@ def main(argv=None) -> int:
     unknown = [s for s in args.suites if s not in SUITES]
     if unknown:
         print(f"benchmarks.launch_plan: skipping suites it does not know: {unknown}", file=sys.stderr)
-    three_d = [s for s in args.suites if s in SUITES and any(c.three_d for c in suite_cases(s))]
-    if three_d:  # kernels.sm90.launch_plan.record_conv2d records 2-D calls; 3-D needs its 3-D counterpart
-        print(f"benchmarks.launch_plan: skipping 3-D suites (no 3-D recorder in kernels.sm90.launch_plan yet): {three_d}",
-              file=sys.stderr)
     meta = metadata()
     data = {}
-    for suite in [s for s in args.suites if s in SUITES and s not in three_d]:
+    for suite in [s for s in args.suites if s in SUITES]:
         start = time.perf_counter()
         plan = record_suite(suite, args.batch, DTYPES[args.dtype], args.layout == "channels_last",
                             args.only.split(",") if args.only else ())

@@ -72,14 +72,20 @@ def test_r3d_18_end_to_end_variants():
         assert eager(x).shape == (1, 400)
 
 
-def test_launch_plan_skips_3d_suites_until_kernels_records_them(tmp_path):
+def test_launch_plan_records_3d_layers(tmp_path):
+    """The H100 launch plan of an r3d_18 layer (its 1x1x1 downsample, forward and backward): the
+    implicit-GEMM kernels' DEPTH variants, compiled for sm_90."""
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, TRITON_INTERPRET="0", PYTHONPATH=str(root))
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.launch_plan", "--suites", "r3d_18", "--out", str(tmp_path)],
-                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.launch_plan", "--suites", "r3d_18", "--batch", "2",
+                           "--only", "layer2.0.downsample.0", "--out", str(tmp_path)],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "skipping 3-D suites" in proc.stderr and "r3d_18" in proc.stderr
-    assert not list(tmp_path.iterdir())
+    launches = json.loads((tmp_path / "launches-b2.json").read_text())["r3d_18"]["launches"]
+    gemms = [l for l in launches if l["kernel"].strip("_") in ("im2col_forward_kernel", "dgrad_kernel", "wgrad_kernel")]
+    assert {(l["kernel"].strip("_"), l["phase"]) for l in gemms} == {
+        ("im2col_forward_kernel", "fwd"), ("dgrad_kernel", "dgrad"), ("wgrad_kernel", "wgrad")}
+    assert all(l["mma"] == "wgmma" and l["spill_bytes"] == 0 and l["constexprs"]["DEPTH"] for l in gemms)
 
 
 class Tiny3d(nn.Module):
