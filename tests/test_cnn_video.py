@@ -188,7 +188,7 @@ def test_profile_counts_3d_layers_like_flop_counter_mode():
         out = model(torch.randn((1,) + size))
     assert result.total_macs == counter.get_total_flops() // 2
     assert [r.kind for r in result.rows] == ["conv", "conv", "conv_transpose", "conv_transpose"]
-    assert [r.algorithm for r in result.rows][:2] == ["im2col", "im2col"]  # channel-wise 3-D: the implicit GEMM
+    assert [r.algorithm for r in result.rows][:2] == ["im2col", "depthwise"]
     assert result.rows[-1].output_shape == tuple(out.shape) == (1, 2, 5, 13, 16)  # output_size honoured (H: 12 + 1)
     assert cnn.profile(model, size, spatial_dims=3, channels_last=True).total_macs == result.total_macs
 

@@ -83,6 +83,24 @@ def test_memory_format_follows_pytorchs_rule(device, weight_layout):
     assert_close(y, ref, torch.float32, w[0].numel())
 
 
+@pytest.mark.parametrize("layout", ["ncdhw", "channels_last_3d"])
+def test_channel_wise_3d_on_the_depthwise_kernel(device, layout):
+    """X3D's channel-wise 3x3x3 (and a channel multiplier of 2): ``auto`` picks the depthwise kernel."""
+    x = torch.randn(2, 4, 4, 5, 5, dtype=torch.float64, device=device)
+    if layout == "channels_last_3d":
+        x = x.contiguous(memory_format=CL3D)
+    w = torch.randn(8, 1, 3, 3, 3, dtype=torch.float64, device=device)
+    b = torch.randn(8, dtype=torch.float64, device=device)
+    kwargs = dict(stride=(1, 2, 2), padding=(1, 1, 0), dilation=(2, 1, 1), groups=4)
+    before = LAUNCHES.copy()
+    (y, grads), (ref, ref_grads) = _values_and_grads(kernels.conv3d, F.conv3d, x, w, b, **kwargs)
+    assert launched_since(before)["_depthwise_forward_kernel"] == 1
+    assert_close(y, ref, torch.float64, 27)
+    assert y.is_contiguous(memory_format=CL3D) == (layout == "channels_last_3d")
+    for g, rg in zip(grads, ref_grads):
+        assert_close(g, rg, torch.float64, 400)
+
+
 @pytest.mark.parametrize("algorithm", ["im2col", "pointwise"])
 def test_explicit_algorithms_with_3d_kernels(device, algorithm):
     kernel = (1, 1, 1) if algorithm == "pointwise" else (3, 3, 3)
@@ -91,7 +109,7 @@ def test_explicit_algorithms_with_3d_kernels(device, algorithm):
     assert_close(kernels.conv3d(x, w, algorithm=algorithm), F.conv3d(x.cpu(), w.cpu()), torch.float64, w[0].numel())
 
 
-@pytest.mark.parametrize("algorithm", ["direct", "depthwise", "stem", "winograd_f2", "winograd"])
+@pytest.mark.parametrize("algorithm", ["direct", "stem", "winograd_f2", "winograd"])
 def test_algorithms_without_3d_kernels_raise_value_error(device, algorithm):
     x = torch.randn(1, 4, 4, 5, 5, device=device)
     w = torch.randn(4, 1, 3, 3, 3, device=device)

@@ -69,6 +69,7 @@ _TABLE = [
         forward=depthwise.depthwise_forward, count=direct_macs,
         grad_input=depthwise.depthwise_grad_input, grad_weight=depthwise.depthwise_grad_weight,
         description="depthwise: per-channel R x S filters vectorised over channels, no tl.dot",
+        three_d=True,  # forward on the depthwise kernel, gradients on the implicit GEMM
     ),
     _winograd(F2),
     _winograd(F4),

@@ -14,6 +14,8 @@ cache lines.
   serves one phase and skips the taps that cannot reach it (nothing multiplies an inserted zero).
 * grad_weight is a per-channel, per-tap reduction over N*P*Q, split into a fixed number of
   chunks whose partial sums are added in a fixed order: deterministic, no atomics.
+* 3-D (channel-wise, as X3D's): the forward adds the depth taps to the same kernel (``DEPTH``); its
+  gradients run on the implicit GEMM's 3-D dgrad and wgrad with one channel per group.
 """
 from __future__ import annotations
 
@@ -26,7 +28,10 @@ from typing import Optional
 from ..core.launcher import TunedKernel, config
 from ..core.layout import memory_format
 from ..core.params import ConvParams
-from .common import acc_dtype, needs_int64, new_buffer, new_output, reduction_splits
+from ..core.layout import finish
+from .common import acc_dtype, folded_strides, needs_int64, new_buffer, new_output, reduction_splits
+from .gemm.dgrad import grad_input as gemm_grad_input
+from .gemm.wgrad import grad_weight as gemm_grad_weight
 from .epilogue import epilogue_arguments, store_conv_tile
 from .phases import first_tap, stride_phase, tap_steps
 from .tiles import advance_pixels, pixel_walk
@@ -44,18 +49,25 @@ def _depthwise_forward_kernel(
     so_n, so_k, so_p, so_q,
     # geometry
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    # the depth of a 3-D convolution (read only when DEPTH): input / output depth, the depth strides of
+    # the input and the weight, the depth's stride, padding and dilation
+    D, O, sx_d, sw_t, stride_d, pad_d, dil_d,
     # the epilogue (``epilogue.store_conv_tile``): per-channel vectors, residual and its strides, flags
     bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
     HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
     # meta-parameters
-    R: tl.constexpr, S: tl.constexpr, ACC_DTYPE: tl.constexpr, USE_INT64: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
+    R: tl.constexpr, S: tl.constexpr, T: tl.constexpr, DEPTH: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    USE_INT64: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Each program computes a [BLOCK_P x BLOCK_Q output pixels of one image] x [BLOCK_N
     output channels] tile.
 
     Grid: (N * pixel tiles, channel blocks). Per tap (r, s): load the input tile
     [pixels, k // MULT] and the weights w[k, r, s], multiply-add elementwise.
+
+    DEPTH (channel-wise 3-D): an "image" is one output frame, ``n`` = image * O + frame, the output's
+    folded (N, D) row (the launcher passes a channels_last_3d output's depth stride as ``so_n``); the
+    taps are (t, r, s), a frame of padding a scalar test per t.
     """
     pid_pix = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -80,16 +92,35 @@ def _depthwise_forward_kernel(
     h_base = p * stride_h - pad_h
     w_base = q * stride_w - pad_w
     acc = tl.zeros((BLOCK_P * BLOCK_Q, BLOCK_N), dtype=ACC_DTYPE)
-    for r in range(R):
-        h = h_base + r * dil_h
-        h_ok = mask_m & (h >= 0) & (h < H)
-        for s in range(S):
-            w = w_base + s * dil_w
-            row_ok = h_ok & (w >= 0) & (w < W)
-            x_tile = tl.load(x_image + (h * sx_h + w * sx_w)[:, None] + x_chan,
-                             mask=row_ok[:, None] & mask_n[None, :], other=0.0)
-            tap = tl.load(w_chan + r * sw_r + s * sw_s, mask=mask_n, other=0.0)
-            acc += x_tile.to(ACC_DTYPE) * tap.to(ACC_DTYPE)[None, :]
+    if DEPTH:
+        d_base = (n % O) * stride_d - pad_d
+        x_image = x_ptr + (n // O) * sx_n
+        for t in range(T):
+            d = d_base + t * dil_d
+            x_frame = x_image + d * sx_d
+            frame = d + 0 * p  # the frame as a row vector: the interpreter mistypes scalar-vector masks
+            frame_ok = mask_m & (frame >= 0) & (frame < D)
+            for r in range(R):
+                h = h_base + r * dil_h
+                h_ok = frame_ok & (h >= 0) & (h < H)
+                for s in range(S):
+                    w = w_base + s * dil_w
+                    row_ok = h_ok & (w >= 0) & (w < W)
+                    x_tile = tl.load(x_frame + (h * sx_h + w * sx_w)[:, None] + x_chan,
+                                     mask=row_ok[:, None] & mask_n[None, :], other=0.0)
+                    tap = tl.load(w_chan + t * sw_t + r * sw_r + s * sw_s, mask=mask_n, other=0.0)
+                    acc += x_tile.to(ACC_DTYPE) * tap.to(ACC_DTYPE)[None, :]
+    else:
+        for r in range(R):
+            h = h_base + r * dil_h
+            h_ok = mask_m & (h >= 0) & (h < H)
+            for s in range(S):
+                w = w_base + s * dil_w
+                row_ok = h_ok & (w >= 0) & (w < W)
+                x_tile = tl.load(x_image + (h * sx_h + w * sx_w)[:, None] + x_chan,
+                                 mask=row_ok[:, None] & mask_n[None, :], other=0.0)
+                tap = tl.load(w_chan + r * sw_r + s * sw_s, mask=mask_n, other=0.0)
+                acc += x_tile.to(ACC_DTYPE) * tap.to(ACC_DTYPE)[None, :]
 
     store_conv_tile(
         acc, n, p, q, k, mask_m, mask_n,
@@ -236,7 +267,8 @@ _PATCH_INTERPRETER_CONFIG = config(BLOCK_P=4, BLOCK_Q=4, BLOCK_N=8, num_stages=1
 DEPTHWISE_FORWARD = TunedKernel(
     _depthwise_forward_kernel,
     configs=_PATCH_CONFIGS,
-    key=["H", "W", "P", "Q", "K", "MULT", "R", "S", "stride_h", "stride_w", "ACC_DTYPE", "USE_INT64"],
+    key=["H", "W", "P", "Q", "K", "MULT", "R", "S", "stride_h", "stride_w", "D", "O", "T", "stride_d", "ACC_DTYPE",
+         "USE_INT64"],
     interpreter_config=_PATCH_INTERPRETER_CONFIG,
 )
 
@@ -276,26 +308,40 @@ def _patch_grid(n: int, rows: int, cols: int, channels: int, phases: int = 0):
 
 
 def depthwise_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, residual=None, activation=0):
-    """Launch the depthwise forward; returns a new output in PyTorch's memory format."""
-    out = new_output(params, x.device)
+    """Launch the depthwise forward; returns a new output in PyTorch's memory format (a 3-D one is
+    written channels_last_3d, its (N, D) folded, and copied out when the rule says NCDHW)."""
+    three_d = params.spatial_dims == 3
+    out = new_buffer(params.output_shape, params.dtype, x.device, channels_last=True) if three_d \
+        else new_output(params, x.device)
     if out.numel() == 0:
-        return out
+        return finish(out, params.channels_last)
     epilogue = epilogue_arguments(out, bias, scale, shift, residual, activation)
-    DEPTHWISE_FORWARD[_patch_grid(params.n, params.p, params.q, params.k)](
+    if three_d:
+        depth = (params.d, params.o, x.stride(2), w.stride(2), *params.depth_geometry)
+        x_strides = (x.stride(0), x.stride(1), x.stride(3), x.stride(4))
+        w_taps, out_strides, images = (w.stride(0), w.stride(3), w.stride(4)), folded_strides(out), params.n * params.o
+    else:
+        depth = (1, 1, 0, 0, 1, 0, 1)
+        x_strides, w_taps, out_strides, images = x.stride(), _weight_taps(w), out.stride(), params.n
+    DEPTHWISE_FORWARD[_patch_grid(images, params.p, params.q, params.k)](
         x, w, out,
         params.h, params.w, params.p, params.q, params.k, params.k // params.c,
-        *x.stride(), *_weight_taps(w), *out.stride(),
+        *x_strides, *w_taps, *out_strides,
         *params.geometry,
+        *depth,
         *epilogue.args, **epilogue.flags,
-        R=params.r, S=params.s,
+        R=params.r, S=params.s, T=params.t, DEPTH=three_d,
         ACC_DTYPE=acc_dtype(params.dtype),
         USE_INT64=needs_int64(x, w, out, epilogue.residual_or_out),
     )
-    return out
+    return finish(out, params.channels_last) if three_d else out
 
 
 def depthwise_grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, channels_last: bool) -> torch.Tensor:
-    """dx: the depthwise transposed convolution of dy, by stride phases."""
+    """dx: the depthwise transposed convolution of dy, by stride phases (3-D: the implicit GEMM's dgrad,
+    one channel per group)."""
+    if params.spatial_dims == 3:
+        return gemm_grad_input(dy, w, params, channels_last)
     dx = new_buffer((params.n, params.c, params.h, params.w), dy.dtype, dy.device, channels_last)
     if dx.numel() == 0:
         return dx
@@ -315,7 +361,10 @@ def depthwise_grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, 
 
 
 def depthwise_grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams, channels_last: bool) -> torch.Tensor:
-    """dw (K, 1, R, S): per channel and tap, a deterministic reduction over N*P*Q."""
+    """dw (K, 1, R, S): per channel and tap, a deterministic reduction over N*P*Q (3-D: the implicit
+    GEMM's wgrad, one channel per group)."""
+    if params.spatial_dims == 3:
+        return gemm_grad_weight(dy, x, params, channels_last)
     shape = (params.k, 1, params.r, params.s)
     npq = params.n * params.p * params.q
     if npq == 0:
