@@ -11,6 +11,10 @@ same tensor-core rates: about 990 TFLOP/s dense fp16/bf16, 1,980 fp8/int8); they
 FLOP per HBM byte) is about 295 on an H100 and about 206 on an H200. The rates below are datasheet
 figures, leads for static models only; the benchmarks measure the peaks at the start of each run.
 
+TMA (tensor descriptors, ``kernels.ops.gemm.tma``): what an sm_90 copy engine accepts is stated
+once in ``DeviceSpec`` (16-byte aligned bases and strides, boxes of at most 256 per dimension, rank
+<= 5).
+
 ``target()`` is the device launches are planned for: on a GPU, its spec with the SM count and
 shared-memory limit read from the driver at run time; under Triton's interpreter (and for the
 compile-only driver), the H100.
@@ -44,6 +48,17 @@ class DeviceSpec:
     hbm_bytes_per_s: float  # datasheet peak
     dense_fp16_flops_per_s: float  # datasheet dense fp16/bf16 tensor-core peak (fp8/int8: twice)
     warp_size: int = 32
+    # The Tensor Memory Accelerator (sm_90+): a descriptor's global base address and every stride but
+    # the last (which must be 1) are multiples of ``tma_alignment`` bytes; each box dimension is at most
+    # ``tma_max_box`` elements, its innermost one at least ``tma_alignment`` bytes; rank <= ``tma_max_rank``.
+    tma_alignment: int = 16
+    tma_max_box: int = 256
+    tma_max_rank: int = 5
+
+    @property
+    def has_tma(self) -> bool:
+        """Tensor descriptors run on the copy engine (sm_90 and later)."""
+        return self.arch >= 90
 
     @property
     def ridge_flops_per_byte(self) -> float:

@@ -20,6 +20,8 @@ one runs with interpreter-sized tiles. The decisions, all functions of the probl
 * **Order**: configs that give every SM at least one CTA first, then by a simple time model
   (waves of CTAs x each CTA's share of the reduction on its tile, larger tiles more efficient).
   Only the order is predicted; on a GPU the candidates are timed.
+* **Data path** (``data_paths``): TMA first on sm_90 where the descriptor rules hold, cp.async for
+  every call.
 * **Vector width**: the largest power of two (up to 16 bytes) dividing every channel count,
   channel offset and row stride a kernel forms addresses from; the kernels assert it with
   ``tl.multiple_of``, so channel runs of 24 or 40 elements still load as 16-byte vectors.
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import triton
@@ -174,6 +176,15 @@ def plan(problem: GemmProblem) -> List[triton.Config]:
                               num_stages=max(2, stages))))
     scored.sort(key=lambda item: item[:3])
     return [cfg for *_, cfg in scored[:MAX_CANDIDATES]]
+
+
+def data_paths(tma_unsupported: Optional[str]) -> List[str]:
+    """The operand data paths that may serve a GEMM launch, predicted best first: TMA (tensor
+    descriptors, ``tma.py``) wherever its rules hold (``tma_unsupported``, the reason they do not, is
+    None) and the target has a copy engine (sm_90), then cp.async, which serves every call. Hopper's
+    fastest GEMMs all load by TMA, so it goes first; the GPU's autotuner times the configs of the
+    path taken (a timing of one path against the other is not made: not measured)."""
+    return (["tma"] if tma_unsupported is None else []) + ["cp.async"]
 
 
 def static_menu(flattened: bool, element_bytes: int = 2) -> List[triton.Config]:
