@@ -186,7 +186,7 @@ class Recording:
                 result = launcher(*args, **kwargs)
                 for cfg in self.extra_configs.pop(_kernel_id(kernel), []):
                     try:
-                        self._benchmark(lambda: kernel.fn[grid](*args, **kwargs, **cfg.all_kwargs()), cfg)
+                        self._benchmark(lambda: _run_config(kernel, grid, cfg, args, kwargs), cfg)
                     except Exception:  # noqa: BLE001 - kept as the candidate's error
                         pass
             finally:
@@ -261,6 +261,14 @@ class Recording:
 
 
 _INTEGERS = ("i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64")
+
+
+def _run_config(kernel, grid, cfg: triton.Config, args, kwargs) -> None:
+    """Launch ``kernel`` in config ``cfg`` as ``triton.autotune`` would: its ``pre_hook`` first (a TMA
+    kernel's sets its descriptors' boxes to the config's tile, ``kernels.ops.gemm.tma``)."""
+    if cfg.pre_hook is not None:
+        cfg.pre_hook({**dict(zip(kernel.fn.arg_names, args)), **kwargs, **cfg.all_kwargs()})
+    kernel.fn[grid](*args, **kwargs, **cfg.all_kwargs())
 
 
 def _kernel_id(kernel) -> Optional[int]:

@@ -22,7 +22,7 @@ from ..epilogue import store_conv_tile
 from ..phases import first_tap, stride_phase, tap_steps
 from ..tiles import aligned, grouped_tile, split_range
 from . import plan as gemm_plan
-from . import pointwise_tma
+from . import conv_tma, pointwise_tma
 from .plan import row_strides, vector_width_for
 from .splitk import new_partials, reduce_if_split, splitk_store_partial
 
@@ -200,6 +200,8 @@ def grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, channels_l
     w = channels_last_weight(w)
     if gemm_plan.data_paths(pointwise_tma.grad_input_unsupported(params, dy, w, dx))[0] == "tma":
         return finish(pointwise_tma.grad_input(dy, w, dx, params), channels_last)
+    if gemm_plan.data_paths(conv_tma.grad_input_unsupported(params, dy, w, dx))[0] == "tma":
+        return finish(conv_tma.grad_input(dy, w, dx, params), channels_last)
     sd, sh, sw = params.stride_d, *params.stride
     d_per_phase, h_per_phase, w_per_phase = triton.cdiv(params.d, sd), triton.cdiv(params.h, sh), triton.cdiv(params.w, sw)
     (tap_step_d, row_step_d), (tap_step_h, row_step_h), (tap_step_w, row_step_w) = (

@@ -33,7 +33,7 @@ from ..common import acc_dtype, depth_stride, dot_precision, folded_strides, nee
 from ..epilogue import epilogue_arguments
 from ..tiles import aligned, carry, gemm_tile, split_range
 from . import plan as gemm_plan
-from . import pointwise_tma
+from . import conv_tma, pointwise_tma
 from .plan import row_strides, vector_width_for
 from .splitk import new_partials, reduce_if_split, store_output_or_partial
 
@@ -206,6 +206,9 @@ def im2col_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, re
         return finish(out, params.channels_last)
     if gemm_plan.data_paths(pointwise_tma.forward_unsupported(params, x, w, out, residual))[0] == "tma":
         pointwise_tma.forward(x, w, out, bias, params, scale=scale, shift=shift, residual=residual, activation=activation)
+        return finish(out, params.channels_last)
+    if gemm_plan.data_paths(conv_tma.forward_unsupported(params, x, w, out, residual))[0] == "tma":
+        conv_tma.forward(x, w, out, bias, params, scale=scale, shift=shift, residual=residual, activation=activation)
         return finish(out, params.channels_last)
     candidates = gemm_plan.plan(forward_problem(params, x.element_size()))
     splits = gemm_plan.largest_split(candidates)

@@ -74,7 +74,9 @@ class GemmProblem:
     reduction_block: length of the innermost reduction run (channels per group, or the pixels of a
     wgrad chunk), which BLOCK_K steps through; outer_blocks: reduction runs outside it (kernel taps);
     programs: independent GEMMs on the other grid axes (groups, stride phases, taps);
-    flattened: the main loop decodes taps (<= 4 warps, see the module docstring).
+    flattened: the main loop decodes taps (<= 4 warps, see the module docstring);
+    persistent: one program per SM walks many tiles in one pipelined loop (the TMA kernels), so
+    the pipeline's depth is not capped by one tile's reduction steps.
     """
 
     m: int
@@ -84,6 +86,7 @@ class GemmProblem:
     programs: int
     element_bytes: int
     flattened: bool = True
+    persistent: bool = False
 
 
 def block_k(reduction_block: int, element_bytes: int) -> int:
@@ -161,7 +164,8 @@ def plan(problem: GemmProblem) -> List[triton.Config]:
         if problem.element_bytes > 2 and bm * bn > 128 * 128:
             continue  # fp32 accumulators and operands of 256-wide tiles do not fit
         tiles = triton.cdiv(problem.m, bm) * triton.cdiv(problem.n, bn) * problem.programs
-        stages = _stages(bm, bn, bk, problem.element_bytes, iterations, device.target().smem_per_block)
+        stages = _stages(bm, bn, bk, problem.element_bytes, 1 << 20 if problem.persistent else iterations,
+                         device.target().smem_per_block)
         resident = resident_ctas(bm, bn, bk, warps, stages, problem.element_bytes)
         split = splits_for(tiles, iterations, sms, resident)
         ctas = tiles * split
@@ -170,7 +174,7 @@ def plan(problem: GemmProblem) -> List[triton.Config]:
         work = bm * bn * triton.cdiv(iterations, split) / efficiency
         time = math.ceil(ctas / (sms * resident)) * resident * work
         # Configs that give every SM a CTA come first; then the predicted time.
-        stages = min(stages, triton.cdiv(iterations, split) + 1) if split > 1 else stages
+        stages = min(stages, triton.cdiv(iterations, split) + 1) if split > 1 and not problem.persistent else stages
         scored.append((ctas < sms, time, -bm * bn,
                        config(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SPLIT_K=split, GROUP_M=8, num_warps=warps,
                               num_stages=max(2, stages))))

@@ -112,17 +112,21 @@ def _pointwise_tma_kernel(
             splitk_store_partial(acc, part_ptr, split, rows, cols, mask_m, mask_n, PART_ROWS, PART_COLS)
 
 
-# The descriptor boxes of each operand orientation, in the config's meta-parameters.
 def _boxes(a_transposed: bool, b_transposed: bool) -> tma.BoxSpec:
+    """The descriptor boxes of each operand orientation, in the config's meta-parameters."""
     return {"a_desc": (1, "BLOCK_K", "BLOCK_M") if a_transposed else (1, "BLOCK_M", "BLOCK_K"),
             "b_desc": (1, "BLOCK_N", "BLOCK_K") if b_transposed else (1, "BLOCK_K", "BLOCK_N")}
 
 
-# The static menu (the sm_90 compile check's configs) carries the forward's boxes; every launch's
-# planned candidates carry their own (``_launch``).
+def _set_boxes(nargs: dict) -> None:
+    """Every config's pre_hook: the boxes of this launch's orientation at this config's tile."""
+    tma.set_blocks(nargs, _boxes(nargs["A_TRANSPOSED"], nargs["B_TRANSPOSED"]), nargs)
+
+
+# The plain channel loop of a 1x1 (tile walk and reduction flattened by the compiler) may take 8 warps.
 POINTWISE_TMA = TunedKernel(
     _pointwise_tma_kernel,
-    configs=tma.with_boxes(gemm_plan.static_menu(flattened=False), _boxes(False, True)),
+    configs=tma.with_pre_hook(gemm_plan.static_menu(flattened=False), _set_boxes),
     key=["ROWS", "COLS", "REDUCTION", "GROUPS", "HAS_BIAS", "HAS_SCALE", "HAS_RESIDUAL", "ACTIVATION",
          "A_TRANSPOSED", "B_TRANSPOSED", "ACC_DTYPE", "DOT_PRECISION"],
     interpreter_config=gemm_plan.INTERPRETER_CONFIG,
@@ -163,12 +167,13 @@ def forward_unsupported(params: ConvParams, x, w, out, residual=None) -> Optiona
 
 def _forward_problem(params: ConvParams, x) -> gemm_plan.GemmProblem:
     return gemm_plan.GemmProblem(m=_gemm_views(x, params)[0], n=params.k_per_group, reduction_block=params.c_per_group,
-                                 outer_blocks=1, programs=params.groups, element_bytes=x.element_size(), flattened=False)
+                                 outer_blocks=1, programs=params.groups, element_bytes=x.element_size(), flattened=False,
+                                 persistent=True)
 
 
 def _launch(problem: gemm_plan.GemmProblem, a, b, out, part, a_transposed, b_transposed, sizes, out_strides,
             epilogue_args, epilogue_flags, dtype):
-    candidates = tma.with_boxes(gemm_plan.plan(problem), _boxes(a_transposed, b_transposed))
+    candidates = tma.with_pre_hook(gemm_plan.plan(problem), _set_boxes)
     tma.set_blocks({"a_desc": a, "b_desc": b}, _boxes(a_transposed, b_transposed), candidates[0].kwargs)
     sms = gemm_plan.device_sms()
     rows, cols = problem.m, problem.n
@@ -208,9 +213,11 @@ def _backward_problem(params: ConvParams, dy, weight_grad: bool) -> gemm_plan.Ge
     m = dy.numel() // params.k
     if weight_grad:
         return gemm_plan.GemmProblem(m=params.k_per_group, n=params.c_per_group, reduction_block=m, outer_blocks=1,
-                                     programs=params.groups, element_bytes=dy.element_size(), flattened=False)
+                                     programs=params.groups, element_bytes=dy.element_size(), flattened=False,
+                                     persistent=True)
     return gemm_plan.GemmProblem(m=m, n=params.c_per_group, reduction_block=params.k_per_group, outer_blocks=1,
-                                 programs=params.groups, element_bytes=dy.element_size(), flattened=False)
+                                 programs=params.groups, element_bytes=dy.element_size(), flattened=False,
+                                     persistent=True)
 
 
 def _backward_unsupported(params: ConvParams, dy, other, grad, weight_grad: bool) -> Optional[str]:

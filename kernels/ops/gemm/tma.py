@@ -20,9 +20,10 @@ purpose:
   every TMA kernel serves a call only when no tensor of it is past 2^30 elements of offset, beyond
   that the int64 cp.async kernels do.
 
-The box shape is the autotuned config's (BLOCK_M x BLOCK_K and so on): ``block_hook`` makes the
-config's ``pre_hook`` (which ``triton.autotune`` runs before timing and before launching a config)
-set every descriptor's box; ``set_blocks`` does it for the config that runs under the interpreter.
+The box shape is the autotuned config's (BLOCK_M x BLOCK_K and so on): a kernel's configs carry a
+``pre_hook`` (``with_pre_hook``; ``triton.autotune`` runs it before timing and before launching a
+config) that sets every descriptor's box (``set_blocks``); the launcher sets them for the config
+that runs under the interpreter.
 """
 from __future__ import annotations
 
@@ -101,28 +102,21 @@ def descriptor(t: torch.Tensor, shape: Sequence[int], strides: Sequence[int]) ->
     return TensorDescriptor(t, shape, strides, placeholder)
 
 
-def _box(spec: Tuple, meta: dict):
+def box(spec: Tuple, meta: dict):
+    """A box shape from its spec (meta-parameter names or ints) and a config's meta-parameters."""
     return [meta[d] if isinstance(d, str) else d for d in spec]
 
 
 def set_blocks(nargs: dict, boxes: BoxSpec, meta: dict) -> None:
     """Give every descriptor argument named in ``boxes`` the box of this config's meta-parameters."""
     for name, spec in boxes.items():
-        nargs[name].block_shape = _box(spec, meta)
+        nargs[name].block_shape = box(spec, meta)
 
 
-def block_hook(boxes: BoxSpec):
-    """A ``triton.Config.pre_hook``: the autotuner calls it with every argument and meta-parameter by
-    name before it times or launches the config."""
-    def hook(nargs):
-        set_blocks(nargs, boxes, nargs)
-
-    return hook
-
-
-def with_boxes(configs: Sequence[triton.Config], boxes: BoxSpec):
-    """``configs`` as configs whose pre_hook sets the descriptors' boxes."""
-    hook = block_hook(boxes)
+def with_pre_hook(configs: Sequence[triton.Config], hook):
+    """``configs`` with ``hook`` as their pre_hook: ``triton.autotune`` calls it with every argument and
+    meta-parameter by name before it times or launches the config (a TMA kernel's sets its descriptors'
+    boxes to the config's tile: ``set_blocks``)."""
     return [triton.Config(dict(c.kwargs), num_warps=c.num_warps, num_stages=c.num_stages, pre_hook=hook)
             for c in configs]
 
@@ -131,7 +125,7 @@ def boxes_unsupported(configs: Sequence[triton.Config], boxes: BoxSpec, element_
     """Why some config's box is not a TMA box, or None."""
     for cfg in configs:
         for spec in boxes.values():
-            why = box_unsupported(_box(spec, cfg.kwargs), element_bytes)
+            why = box_unsupported(box(spec, cfg.kwargs), element_bytes)
             if why:
                 return why
     return None

@@ -1,0 +1,251 @@
+"""Stride-1 R x S convolutions on Hopper's data path: R*S shifted GEMMs whose operands arrive by TMA.
+
+With the output tile taken as a spatial block of BLOCK_H x BLOCK_W pixels of one image, the A tile of
+kernel tap (r, s) is ONE box [1, BLOCK_H, BLOCK_W, 1, BLOCK_K] of the NHWC input, viewed as the 5-D
+tensor [N, H, W, groups, C/groups] in its own strides, at (n, h0 + r*dil_h - pad_top, w0 + s*dil_w -
+pad_left, g, c0): the copy engine's zero fill of coordinates outside the image IS the padding, and
+its zero fill past C/groups the channel tail. The weight (K, R, S, C/groups) is the 4-D descriptor
+[groups, K/groups, R*S, C/groups]. No per-row address, no padding predicate, no mask in the loop.
+
+The stride-1 dgrad is the same kernel: dx[n, h, w] = sum over (r, s, k) of dy[n, h + pad - r*dil,
+w + pad - s*dil, k] * w[k, c, r, s], the A box read from dy with the taps' direction reversed
+(``TAP_SIGN`` = -1) and the weight tile [k, c] taken as it lies (``B_TRANSPOSED`` = False).
+
+Main loop: ONE software-pipelined loop over every (tap, channel block) of the program's split, the
+(r, s, c0) digits advanced as counters (``tiles.carry``): no division in it. Split-K from the
+planner, parts added in a fixed order (``splitk``): deterministic. The tile ends in the shared
+epilogue (``epilogue.store_conv_tile``). Where a descriptor rule fails (``tma.py``) or the stride is
+not 1, the cp.async kernels serve the call.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import triton
+import triton.language as tl
+
+from ...core.launcher import TunedKernel
+from ...core.params import ConvParams
+from ..common import acc_dtype, dot_precision, folded_strides, needs_int64
+from ..epilogue import epilogue_arguments, store_conv_tile
+from ..tiles import carry, grouped_tile, split_range
+from . import plan as gemm_plan
+from . import tma
+from .splitk import new_partials, reduce_if_split, splitk_store_partial
+
+
+@triton.jit
+def _conv_tma_kernel(
+    # descriptors: the activation [N, H, W, G, C/G] (x, or dy for a dgrad), the weight [G, K/G, R*S, C/G];
+    # the output and split-K partials
+    a_desc, w_desc, out_ptr, part_ptr,
+    # sizes: images, the output's height and width, one group's output columns and reduction channels
+    N, P, Q, COLS, REDUCTION,
+    # strides of the output (n, column, p, q)
+    so_n, so_k, so_p, so_q,
+    # the input row of output row 0 at tap 0 (-pad for a forward, +pad for a dgrad), the taps' dilation
+    off_h, off_w, dil_h, dil_w,
+    # the epilogue (``epilogue.store_conv_tile``): per-channel vectors, residual and its strides, flags
+    bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
+    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
+    # meta-parameters
+    R: tl.constexpr, S: tl.constexpr, TAP_SIGN: tl.constexpr, B_TRANSPOSED: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_W: tl.constexpr,
+    SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    """Each program computes a [BLOCK_M = BLOCK_H x BLOCK_W output pixels of one image x BLOCK_N
+    columns] tile of one group, over its part of the (r, s, channel block) reduction:
+    out[n, p, q, g*COLS + j] = sum over (r, s, c) of A[n, p + off_h + TAP_SIGN*r*dil_h,
+    q + off_w + TAP_SIGN*s*dil_w, g, c] * W[g, j, r*S + s, c] (B_TRANSPOSED; else W[g, c, tap, j]).
+
+    Grid: (N * cdiv(P, BLOCK_H) * cdiv(Q, BLOCK_W) * cdiv(COLS, BLOCK_N), groups, SPLIT_K).
+    SPLIT_K == 1 ends in the shared epilogue, else the fp32 partial goes to part[split, pixel, column].
+    """
+    BLOCK_H: tl.constexpr = BLOCK_M // BLOCK_W
+    group = tl.program_id(1)
+    split = tl.program_id(2)
+    tiles_h = tl.cdiv(P, BLOCK_H)
+    tiles_w = tl.cdiv(Q, BLOCK_W)
+    pid_m, pid_n = grouped_tile(tl.program_id(0), N * tiles_h * tiles_w, tl.cdiv(COLS, BLOCK_N), GROUP_M)
+    n = pid_m // (tiles_h * tiles_w)
+    p0 = (pid_m // tiles_w) % tiles_h * BLOCK_H
+    q0 = pid_m % tiles_w * BLOCK_W
+    n0 = pid_n * BLOCK_N
+    h0 = p0 + off_h
+    w0 = q0 + off_w
+
+    c_blocks = tl.cdiv(REDUCTION, BLOCK_K)
+    first, last = split_range(R * S * c_blocks, split, SPLIT_K)
+    tap = first // c_blocks
+    c0 = (first % c_blocks) * BLOCK_K
+    r = tap // S
+    s = tap % S
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    for _ in range(first, last):
+        a = a_desc.load([n, h0 + TAP_SIGN * r * dil_h, w0 + TAP_SIGN * s * dil_w, group, c0])
+        a = a.reshape(BLOCK_M, BLOCK_K)
+        if B_TRANSPOSED:
+            b = w_desc.load([group, n0, r * S + s, c0]).reshape(BLOCK_N, BLOCK_K).T
+        else:
+            b = w_desc.load([group, c0, r * S + s, n0]).reshape(BLOCK_K, BLOCK_N)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+        c0, s = carry(c0 + BLOCK_K, REDUCTION, s)
+        s, r = carry(s, S, r)
+
+    offs_m = tl.arange(0, BLOCK_M)
+    p = p0 + offs_m // BLOCK_W
+    q = q0 + offs_m % BLOCK_W
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    mask_m = (p < P) & (q < Q)
+    mask_n = offs_n < COLS
+    cols = group * COLS + offs_n
+    if SPLIT_K == 1:
+        store_conv_tile(acc, n, p, q, cols, mask_m, mask_n, (out_ptr, so_n, so_k, so_p, so_q),
+                        (bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
+                         HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION))
+    else:
+        splitk_store_partial(acc, part_ptr, split, (n * P + p) * Q + q, cols, mask_m, mask_n, N * P * Q,
+                             COLS * tl.num_programs(1))
+
+
+def _boxes(b_transposed: bool) -> tma.BoxSpec:
+    """The descriptor boxes, in the config's meta-parameters (BLOCK_H = BLOCK_M / BLOCK_W)."""
+    return {"a_desc": (1, "BLOCK_H", "BLOCK_W", 1, "BLOCK_K"),
+            "w_desc": (1, "BLOCK_N", 1, "BLOCK_K") if b_transposed else (1, "BLOCK_K", 1, "BLOCK_N")}
+
+
+def _meta(cfg_kwargs: dict) -> dict:
+    return dict(cfg_kwargs, BLOCK_H=cfg_kwargs["BLOCK_M"] // cfg_kwargs["BLOCK_W"])
+
+
+def _set_boxes(nargs: dict) -> None:
+    """Every config's pre_hook: this launch's boxes at this config's tile."""
+    tma.set_blocks(nargs, _boxes(nargs["B_TRANSPOSED"]), _meta(nargs))
+
+
+def block_w(bm: int, p: int, q: int) -> int:
+    """The tile's width in pixels (a power of two, BLOCK_M / it <= 256): the one that wastes the fewest
+    rows on a P x Q output (the widest among equals)."""
+    choices = [w for w in (64, 32, 16, 8, 4, 2, 1) if w <= bm and bm // w <= 256]
+    return min(choices, key=lambda w: (triton.cdiv(q, w) * w * triton.cdiv(p, bm // w) * (bm // w), -w))
+
+
+def _with_block_w(configs, p: int, q: int):
+    return [triton.Config(dict(c.kwargs, BLOCK_W=block_w(c.kwargs["BLOCK_M"], p, q)), num_warps=c.num_warps,
+                          num_stages=c.num_stages, pre_hook=_set_boxes) for c in configs]
+
+
+CONV_TMA = TunedKernel(
+    _conv_tma_kernel,
+    configs=_with_block_w(gemm_plan.static_menu(flattened=True), 56, 56),
+    key=["N", "P", "Q", "COLS", "REDUCTION", "dil_h", "dil_w", "R", "S", "TAP_SIGN", "B_TRANSPOSED",
+         "HAS_BIAS", "HAS_SCALE", "HAS_RESIDUAL", "ACTIVATION", "ACC_DTYPE", "DOT_PRECISION"],
+    interpreter_config=_with_block_w([gemm_plan.INTERPRETER_CONFIG], 4, 4)[0],
+    tile_operands=gemm_plan.TILE_OPERANDS,
+)
+
+
+def _views(t, groups: int):
+    """The 5-D [N, H, W, G, C/G] shape and strides of an NHWC activation (channel stride 1)."""
+    n, c, h, w = t.shape
+    cg = c // groups
+    return (n, h, w, groups, cg), (t.stride(0), t.stride(2), t.stride(3), cg, 1)
+
+
+def _weight_view(w, groups: int):
+    """The 4-D [G, K/G, R*S, C/G] shape and strides of a (K, R, S, C/G)-ordered weight."""
+    k, cg, r, s = w.shape
+    return (groups, k // groups, r * s, cg), (k // groups * w.stride(0), w.stride(0), w.stride(3), 1)
+
+
+def _problem(rows: int, cols: int, reduction: int, taps: int, groups: int, element_bytes: int):
+    return gemm_plan.GemmProblem(m=rows, n=cols, reduction_block=reduction, outer_blocks=taps, programs=groups,
+                                 element_bytes=element_bytes, flattened=True)
+
+
+def _candidates(problem, p: int, q: int):
+    return _with_block_w(gemm_plan.plan(problem), p, q)
+
+
+def _unsupported(params: ConvParams, activation, w, others, problem, p, q, b_transposed) -> Optional[str]:
+    if not tma.available():
+        return "no tensor descriptors on this target (sm_90 and Triton >= 3.4 needed)"
+    if params.spatial_dims != 2 or params.stride != (1, 1) or params.r * params.s == 1:
+        return "TMA R x S needs a 2-D convolution of stride 1 with more than one tap (1x1: pointwise_tma)"
+    if needs_int64(activation, w, *others):
+        return "offsets past 2^30 elements (TMA coordinates and the epilogue's offsets are 32-bit here)"
+    if w.stride(1) != 1 or (w.size(2) > 1 and w.stride(2) != w.size(3) * w.stride(3)):
+        return "the weight's taps are not (R, S, C) ordered"
+    element_bytes = activation.element_size()
+    return (tma.descriptor_unsupported(activation, *_views(activation, params.groups))
+            or tma.descriptor_unsupported(w, *_weight_view(w, params.groups))
+            or next((why for cfg in _candidates(problem, p, q) for why in [
+                tma.box_unsupported(tma.box(spec, _meta(cfg.kwargs)), element_bytes)
+                for spec in _boxes(b_transposed).values()] if why), None))
+
+
+def _forward_problem(params: ConvParams, x):
+    return _problem(params.n * params.p * params.q, params.k_per_group, params.c_per_group, params.r * params.s,
+                    params.groups, x.element_size())
+
+
+def forward_unsupported(params: ConvParams, x, w, out, residual=None) -> Optional[str]:
+    """Why the TMA R x S forward cannot serve this call (x NHWC, w (K, R, S, C), ``out`` channels_last)."""
+    return _unsupported(params, x, w, (out, residual), _forward_problem(params, x), params.p, params.q, True)
+
+
+def _dgrad_problem(params: ConvParams, dy):
+    return _problem(params.n * params.h * params.w, params.c_per_group, params.k_per_group, params.r * params.s,
+                    params.groups, dy.element_size())
+
+
+def grad_input_unsupported(params: ConvParams, dy, w, dx) -> Optional[str]:
+    """Why the TMA stride-1 dgrad cannot serve this call (dy NHWC, w (K, R, S, C), ``dx`` channels_last)."""
+    return _unsupported(params, dy, w, (dx,), _dgrad_problem(params, dy), params.h, params.w, False)
+
+
+def _launch(problem, p, q, a, b, out, part, sizes, geometry, epilogue, b_transposed, params: ConvParams, dtype):
+    candidates = _candidates(problem, p, q)
+    tma.set_blocks({"a_desc": a, "w_desc": b}, _boxes(b_transposed), _meta(candidates[0].kwargs))
+    n = sizes[0]
+    grid = lambda meta: (n * triton.cdiv(p, meta["BLOCK_M"] // meta["BLOCK_W"]) * triton.cdiv(q, meta["BLOCK_W"])
+                         * triton.cdiv(problem.n, meta["BLOCK_N"]), params.groups, meta["SPLIT_K"])
+    return CONV_TMA.launch(
+        grid, candidates,
+        a, b, out, part,
+        *sizes, *folded_strides(out), *geometry, *epilogue.args, **epilogue.flags,
+        R=params.r, S=params.s, TAP_SIGN=1 if b_transposed else -1, B_TRANSPOSED=b_transposed,
+        ACC_DTYPE=acc_dtype(dtype), DOT_PRECISION=dot_precision(dtype),
+    )
+
+
+def forward(x, w, out, bias, params: ConvParams, *, scale=None, shift=None, residual=None, activation=0):
+    """out = epilogue(conv(x, w)) into the channels_last buffer ``out`` (``forward_unsupported`` holds)."""
+    problem = _forward_problem(params, x)
+    splits = gemm_plan.largest_split(gemm_plan.plan(problem))
+    part = new_partials(splits, params.n * params.p * params.q, params.k, params.dtype, x.device) if splits > 1 else out
+    epilogue = epilogue_arguments(out, bias, scale, shift, residual, activation)
+    a = tma.descriptor(x, *_views(x, params.groups))
+    b = tma.descriptor(w, *_weight_view(w, params.groups))
+    chosen = _launch(problem, params.p, params.q, a, b, out, part,
+                     (params.n, params.p, params.q, params.k_per_group, params.c_per_group),
+                     (-params.pad_top, -params.pad_left, *params.dilation), epilogue, True, params, params.dtype)
+    reduce_if_split(chosen, part, out, (params.p, params.q), folded_strides(out), bias=bias, scale=scale, shift=shift,
+                    residual=residual, activation=activation)
+    return out
+
+
+def grad_input(dy, w, dx, params: ConvParams):
+    """dx of a stride-1 convolution into the channels_last buffer ``dx`` (``grad_input_unsupported`` holds)."""
+    problem = _dgrad_problem(params, dy)
+    splits = gemm_plan.largest_split(gemm_plan.plan(problem))
+    part = new_partials(splits, params.n * params.h * params.w, params.c, dy.dtype, dy.device) if splits > 1 else dx
+    a = tma.descriptor(dy, *_views(dy, params.groups))
+    b = tma.descriptor(w, *_weight_view(w, params.groups))
+    chosen = _launch(problem, params.h, params.w, a, b, dx, part,
+                     (params.n, params.h, params.w, params.c_per_group, params.k_per_group),
+                     (params.pad_top, params.pad_left, *params.dilation), epilogue_arguments(dx), False, params,
+                     dy.dtype)
+    reduce_if_split(chosen, part, dx, (params.h, params.w), folded_strides(dx))
+    return dx
