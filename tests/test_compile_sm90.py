@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # The hot paths of the networks, checked in fp16 and bf16 channels_last on every config the
 # autotuner may pick for every call of kernels.sm90.compile_check.CALLS: (path, kernel). One line per path.
 HOT_PATHS = [
+    ("pointwise by TMA: forward, dgrad, wgrad", "_pointwise_tma_kernel"),
+    ("stride-1 R x S by TMA: forward, dgrad", "_conv_tma_kernel"),
     ("im2col forward and pointwise", "_im2col_forward_kernel"),
     ("dgrad", "_dgrad_kernel"),
     ("wgrad", "_wgrad_kernel"),
@@ -96,6 +98,15 @@ def test_hot_path_uses_wgmma_and_async_copies_without_spills(report, path, kerne
     bad = [f"{r['config']} [{r['variant']}]: mma={r['mma']} async_copy={r['async_copy']} spill={r['spill_bytes']} B"
            for r in rows if r["mma"] != "wgmma" or r["async_copy"] == "none" or r["spill_bytes"]]
     assert not bad, f"{path} ({kernel}, {dtype}):\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("kernel", ["_pointwise_tma_kernel", "_conv_tma_kernel"])
+def test_tma_kernels_load_by_tma(report, kernel):
+    """Every compile of a TMA kernel copies its operands with cp.async.bulk.tensor, in one dot loop."""
+    rows = [r for r in report["rows"] if r["kernel"] == kernel]
+    assert rows and all(r["async_copy"] == "tma" and r["mma"] == "wgmma" for r in rows
+                        if r["dtype"] in ("fp16", "bf16")), kernel
+    assert all(len(r["dot_loops"]) == 1 and r["dot_loops"][0]["tma_copies"] >= 2 for r in rows), kernel
 
 
 def test_occupancy_rule():

@@ -1,7 +1,8 @@
 """Hopper's TMA data path (tensor descriptors) of the implicit GEMM, run under the interpreter, whose
 descriptors are emulated with the same zero fill: the descriptor rules, the pointwise (stride-1 1x1)
-forward / dgrad / wgrad kernel, grouped, split-K and persistent, against float64 PyTorch; and the calls
-the rules refuse (fp16 channels not a multiple of 8, fp64, strided 1x1), which the cp.async kernels serve.
+forward / dgrad / wgrad kernel, grouped, split-K and persistent, the stride-1 R x S forward / dgrad
+kernel and its wgrad kernel (padding = zero fill), against float64 PyTorch; and the calls the rules refuse (fp16 channels
+not a multiple of 8, fp64, strided convolutions), which the cp.async kernels serve.
 
 Each test asserts which kernel ran (``LAUNCHES``), so a test of the TMA path cannot pass on the
 cp.async kernels, and the other way round.
@@ -17,11 +18,13 @@ from kernels.ops.gemm import tma
 from reference import Case, as_reference, assert_close, random_inputs
 
 TMA_KERNEL = "_pointwise_tma_kernel"
+CONV_TMA = "_conv_tma_kernel"
+CONV_TMA_WGRAD = "_conv_tma_wgrad_kernel"
 CPASYNC = ("_im2col_forward_kernel", "_dgrad_kernel", "_wgrad_kernel")
 
 
 def _launches():
-    return {name: LAUNCHES[name] for name in (TMA_KERNEL,) + CPASYNC}
+    return {name: LAUNCHES[name] for name in (TMA_KERNEL, CONV_TMA, CONV_TMA_WGRAD, "_split_reduce_kernel") + CPASYNC}
 
 
 def _ran(before, name):
@@ -94,7 +97,7 @@ def test_strided_and_fp64_served_by_cp_async(device):
     """A strided 1x1 and every fp64 call stay on the cp.async kernels; fp64 gradcheck holds there."""
     before = _launches()
     _forward_and_grads(Case(1, 16, 6, 6, 16, 1, 1, stride=2), torch.float16, device, "channels_last")
-    x, w, b = random_inputs(Case(1, 8, 3, 3, 8, 1, 1), torch.float64, device, "channels_last", requires_grad=True)
+    x, w, b = random_inputs(Case(1, 8, 2, 2, 4, 1, 1), torch.float64, device, "channels_last", requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, w, b: kernels.conv2d(x, w, b, algorithm="pointwise"), (x, w, b))
     assert _ran(before, TMA_KERNEL) == 0
 
@@ -149,3 +152,40 @@ def test_group_boxes_do_not_read_across_groups(device):
     ref = F.conv2d(as_reference(x), as_reference(w), groups=2)
     assert torch.isfinite(y[:, :8]).all()
     assert_close(y[:, :8], ref[:, :8], torch.float32, 24)
+
+
+# R x S stride 1: padding by zero fill of negative / past-the-end box coordinates, dilation, groups,
+# "same" padding of an even kernel (asymmetric), a 5x5 without padding.
+RXS_CASES = [
+    ("float16", Case(2, 16, 5, 6, 24, 3, 3, padding=1)),
+    ("float32", Case(1, 32, 6, 5, 32, 3, 2, padding=(2, 1), dilation=(2, 1), groups=2)),
+    ("bfloat16", Case(1, 16, 5, 6, 16, 4, 2, padding="same")),
+    ("float32", Case(1, 8, 7, 7, 16, 5, 5)),
+]
+
+
+@pytest.mark.parametrize("dtype,case", RXS_CASES, ids=[f"{d}-{c}" for d, c in RXS_CASES])
+def test_conv_tma_forward_dgrad_wgrad(dtype, case, device):
+    before = _launches()
+    _forward_and_grads(case, getattr(torch, dtype), device, "channels_last", algorithm="im2col")
+    assert _ran(before, CONV_TMA) == 2, "forward and dgrad by TMA"
+    assert _ran(before, CONV_TMA_WGRAD) == 1, "wgrad by TMA"
+    assert not any(_ran(before, name) for name in CPASYNC)
+
+
+def test_conv_tma_split_k(device, monkeypatch):
+    """Planned for 64 SMs the forward and dgrad split over (tap, channel block), the wgrad over pixel
+    blocks; parts added in a fixed order."""
+    monkeypatch.setattr(gemm_plan, "INTERPRETER_SMS", 64)
+    before = _launches()
+    _forward_and_grads(Case(2, 32, 4, 8, 16, 3, 3, padding=1), torch.float32, device, "nchw", algorithm="im2col")
+    assert _ran(before, CONV_TMA) == 2 and _ran(before, CONV_TMA_WGRAD) == 1
+    assert _ran(before, "_split_reduce_kernel") == 3
+
+
+def test_strided_rxs_served_by_cp_async(device):
+    before = _launches()
+    _forward_and_grads(Case(1, 16, 6, 6, 16, 3, 3, stride=2, padding=1), torch.float16, device, "channels_last",
+                       algorithm="im2col")
+    assert not _ran(before, CONV_TMA) and not _ran(before, CONV_TMA_WGRAD)
+    assert _ran(before, "_im2col_forward_kernel") == _ran(before, "_dgrad_kernel") == _ran(before, "_wgrad_kernel") == 1

@@ -75,7 +75,8 @@ class Call:
 
 
 # Chosen to reach each specialisation the networks make once, and no more (a compile costs about
-# a CPU second): 3x3 / 1x1 / 7x7 taps, unit and larger strides (the JIT specialises stride 1),
+# a CPU second; the TMA kernels, ``kernels.ops.gemm.pointwise_tma`` / ``conv_tma``, take every
+# stride-1 layer below whose descriptors are legal): 3x3 / 1x1 / 7x7 taps, unit and larger strides (the JIT specialises stride 1),
 # bias, channel counts that are not multiples of 16 (MobileNetV2's 24), depthwise, a small-M
 # layer (1568 output pixels).
 VGG_3X3 = Layer("vgg16.features.12", 256, 56, 256, 3, padding=1, bias=True)
@@ -91,6 +92,9 @@ CALLS: List[Call] = [
     Call(Layer("mobilenet_v2.features.3.conv.0.0", 24, 56, 144, 1), "pointwise", passes=FWD_DGRAD),
     Call(STEM, "auto"),
     Call(Layer("resnet50.layer4.1.conv2", 512, 7, 512, 3, padding=1), "auto"),
+    # The cp.async kernels where TMA does not serve (stride-1 1x1 and R x S layers above go by TMA):
+    # ResNet's strided 1x1 downsample, forward / dgrad by stride phases / wgrad, fp16 and bf16.
+    Call(Layer("resnet50.layer2.0.downsample.0", 256, 56, 512, 1, stride=2), "pointwise"),
     # More specialisations, fp16: 24 output channels, stride 2 (dgrad by stride phases), depthwise.
     Call(Layer("mobilenet_v2.features.2.conv.2", 96, 56, 24, 1), "pointwise", ("fp16",), ("fwd",)),
     Call(Layer("resnet50.layer2.0.conv2", 128, 56, 128, 3, stride=2, padding=1), "auto", ("fp16",), FWD_DGRAD),

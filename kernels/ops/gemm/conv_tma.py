@@ -249,3 +249,140 @@ def grad_input(dy, w, dx, params: ConvParams):
                      dy.dtype)
     reduce_if_split(chosen, part, dx, (params.h, params.w), folded_strides(dx))
     return dx
+
+
+@triton.jit
+def _conv_tma_wgrad_kernel(
+    # descriptors: grad_output [N, P, Q, G, K/G] and the input [N, H, W, G, C/G]; grad_weight, partials
+    dy_desc, x_desc, dw_ptr, part_ptr,
+    # sizes: images, the output's height and width, output / input channels of one group
+    N, P, Q, K_PER_GROUP, C_PER_GROUP,
+    # geometry: padding (top, left) and dilation
+    pad_h, pad_w, dil_h, dil_w,
+    # meta-parameters
+    R: tl.constexpr, S: tl.constexpr, ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_W: tl.constexpr,
+    SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    """Each program computes dw[BLOCK_M output channels x BLOCK_N input channels] of one group for one
+    kernel tap (r, s), over its part of the N*P*Q pixels, walked as spatial blocks of BLOCK_K =
+    BLOCK_H x BLOCK_W pixels of one image: per block, the dy box at (n, p0, q0) (transposed in shared
+    memory) times the x box at (n, p0 + r*dil_h - pad_h, q0 + s*dil_w - pad_w), whose zero fill is
+    the padding (and dy's past the output's edge, the block's tail).
+
+    Grid: (tiles of K_PER_GROUP x C_PER_GROUP, R*S*SPLIT_K, groups). dw is written (K, R, S,
+    C_PER_GROUP)-contiguous (or, split, part[split, k, (r*S + s)*C_PER_GROUP + c]).
+    """
+    BLOCK_H: tl.constexpr = BLOCK_K // BLOCK_W
+    tap = tl.program_id(1) // SPLIT_K
+    split = tl.program_id(1) % SPLIT_K
+    group = tl.program_id(2)
+    r = tap // S
+    s = tap % S
+    pid_m, pid_n = grouped_tile(tl.program_id(0), tl.cdiv(K_PER_GROUP, BLOCK_M), tl.cdiv(C_PER_GROUP, BLOCK_N), GROUP_M)
+    k0 = pid_m * BLOCK_M
+    c0 = pid_n * BLOCK_N
+    h_tap = r * dil_h - pad_h
+    w_tap = s * dil_w - pad_w
+
+    tiles_h = tl.cdiv(P, BLOCK_H)
+    tiles_w = tl.cdiv(Q, BLOCK_W)
+    first, last = split_range(N * tiles_h * tiles_w, split, SPLIT_K)
+    n = first // (tiles_h * tiles_w)
+    th = (first // tiles_w) % tiles_h
+    tw = first % tiles_w
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    for _ in range(first, last):
+        p0 = th * BLOCK_H
+        q0 = tw * BLOCK_W
+        a = dy_desc.load([n, p0, q0, group, k0]).reshape(BLOCK_K, BLOCK_M).T
+        b = x_desc.load([n, p0 + h_tap, q0 + w_tap, group, c0]).reshape(BLOCK_K, BLOCK_N)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+        tw, th = carry(tw + 1, tiles_w, th)
+        th, n = carry(th, tiles_h, n)
+
+    offs_m = k0 + tl.arange(0, BLOCK_M)
+    offs_n = c0 + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < K_PER_GROUP
+    mask_n = offs_n < C_PER_GROUP
+    k = group * K_PER_GROUP + offs_m
+    cols = tap * C_PER_GROUP + offs_n
+    if SPLIT_K == 1:
+        tl.store(dw_ptr + k[:, None] * (R * S * C_PER_GROUP) + cols[None, :], acc.to(dw_ptr.dtype.element_ty),
+                 mask=mask_m[:, None] & mask_n[None, :])
+    else:
+        splitk_store_partial(acc, part_ptr, split, k, cols, mask_m, mask_n, K_PER_GROUP * tl.num_programs(2),
+                             R * S * C_PER_GROUP)
+
+
+_WGRAD_BOXES = {"dy_desc": (1, "BLOCK_H", "BLOCK_W", 1, "BLOCK_M"), "x_desc": (1, "BLOCK_H", "BLOCK_W", 1, "BLOCK_N")}
+
+
+def _wgrad_meta(cfg_kwargs: dict) -> dict:
+    return dict(cfg_kwargs, BLOCK_H=cfg_kwargs["BLOCK_K"] // cfg_kwargs["BLOCK_W"])
+
+
+def _set_wgrad_boxes(nargs: dict) -> None:
+    tma.set_blocks(nargs, _WGRAD_BOXES, _wgrad_meta(nargs))
+
+
+def _wgrad_with_block_w(configs, p: int, q: int):
+    return [triton.Config(dict(c.kwargs, BLOCK_W=block_w(c.kwargs["BLOCK_K"], p, q)), num_warps=c.num_warps,
+                          num_stages=c.num_stages, pre_hook=_set_wgrad_boxes) for c in configs]
+
+
+# The loop walks pixel blocks only (no tap decoding), as the cp.async wgrad: 8-warp tiles allowed.
+CONV_TMA_WGRAD = TunedKernel(
+    _conv_tma_wgrad_kernel,
+    configs=_wgrad_with_block_w(gemm_plan.static_menu(flattened=False), 56, 56),
+    key=["N", "P", "Q", "K_PER_GROUP", "C_PER_GROUP", "pad_h", "pad_w", "dil_h", "dil_w", "R", "S", "ACC_DTYPE",
+         "DOT_PRECISION"],
+    interpreter_config=_wgrad_with_block_w([gemm_plan.INTERPRETER_CONFIG], 4, 4)[0],
+    tile_operands=gemm_plan.TILE_OPERANDS,
+)
+
+
+def _wgrad_problem(params: ConvParams, dy):
+    return gemm_plan.GemmProblem(m=params.k_per_group, n=params.c_per_group, reduction_block=params.n * params.p * params.q,
+                                 outer_blocks=1, programs=params.groups * params.r * params.s,
+                                 element_bytes=dy.element_size(), flattened=False)
+
+
+def grad_weight_unsupported(params: ConvParams, dy, x, dw) -> Optional[str]:
+    """Why the TMA stride-1 wgrad cannot serve this call (dy and x NHWC, ``dw`` channels_last), or None."""
+    if not tma.available():
+        return "no tensor descriptors on this target (sm_90 and Triton >= 3.4 needed)"
+    if params.spatial_dims != 2 or params.stride != (1, 1) or params.r * params.s == 1:
+        return "TMA R x S needs a 2-D convolution of stride 1 with more than one tap (1x1: pointwise_tma)"
+    if needs_int64(dy, x, dw):
+        return "offsets past 2^30 elements (TMA coordinates and the kernel's offsets are 32-bit here)"
+    candidates = _wgrad_with_block_w(gemm_plan.plan(_wgrad_problem(params, dy)), params.p, params.q)
+    return (tma.descriptor_unsupported(dy, *_views(dy, params.groups))
+            or tma.descriptor_unsupported(x, *_views(x, params.groups))
+            or next((why for cfg in candidates for why in [
+                tma.box_unsupported(tma.box(spec, _wgrad_meta(cfg.kwargs)), dy.element_size())
+                for spec in _WGRAD_BOXES.values()] if why), None))
+
+
+def grad_weight(dy, x, dw, params: ConvParams):
+    """dw of a stride-1 convolution into the channels_last buffer ``dw`` (``grad_weight_unsupported`` holds)."""
+    problem = _wgrad_problem(params, dy)
+    candidates = _wgrad_with_block_w(gemm_plan.plan(problem), params.p, params.q)
+    splits = gemm_plan.largest_split(candidates)
+    taps = params.r * params.s
+    cols = taps * params.c_per_group
+    part = new_partials(splits, params.k, cols, dy.dtype, dy.device) if splits > 1 else dw
+    a = tma.descriptor(dy, *_views(dy, params.groups))
+    b = tma.descriptor(x, *_views(x, params.groups))
+    tma.set_blocks({"dy_desc": a, "x_desc": b}, _WGRAD_BOXES, _wgrad_meta(candidates[0].kwargs))
+    grid = lambda meta: (triton.cdiv(params.k_per_group, meta["BLOCK_M"]) * triton.cdiv(params.c_per_group, meta["BLOCK_N"]),
+                         taps * meta["SPLIT_K"], params.groups)
+    chosen = CONV_TMA_WGRAD.launch(
+        grid, candidates,
+        a, b, dw, part,
+        params.n, params.p, params.q, params.k_per_group, params.c_per_group,
+        params.pad_top, params.pad_left, *params.dilation,
+        R=params.r, S=params.s, ACC_DTYPE=acc_dtype(dy.dtype), DOT_PRECISION=dot_precision(dy.dtype),
+    )
+    reduce_if_split(chosen, part, dw, (1, 1), (cols, 1, 0, 0))
+    return dw

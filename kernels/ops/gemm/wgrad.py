@@ -17,7 +17,7 @@ from ...core.params import ConvParams
 from ..common import acc_dtype, depth_stride, dot_precision, needs_int64, new_buffer
 from ..tiles import advance_pixels, advance_voxels, aligned, gemm_tile, pixel_walk, split_range, voxel_walk
 from . import plan as gemm_plan
-from . import pointwise_tma
+from . import conv_tma, pointwise_tma
 from .plan import row_strides, vector_width_for
 from .splitk import new_partials, reduce_if_split, splitk_store_partial
 
@@ -137,6 +137,8 @@ def grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams, channels_
     dy, x = nhwc(dy), nhwc(x)
     if gemm_plan.data_paths(pointwise_tma.grad_weight_unsupported(params, dy, x, dw))[0] == "tma":
         return finish(pointwise_tma.grad_weight(dy, x, dw, params), channels_last)
+    if gemm_plan.data_paths(conv_tma.grad_weight_unsupported(params, dy, x, dw))[0] == "tma":
+        return finish(conv_tma.grad_weight(dy, x, dw, params), channels_last)
     taps = params.t * params.r * params.s
     candidates = gemm_plan.plan(gemm_plan.GemmProblem(
         m=params.k_per_group, n=params.c_per_group, reduction_block=npq, outer_blocks=1,
