@@ -1,8 +1,9 @@
 """Hopper's TMA data path (tensor descriptors) of the implicit GEMM, run under the interpreter, whose
 descriptors are emulated with the same zero fill: the descriptor rules, the pointwise (stride-1 1x1)
 forward / dgrad / wgrad kernel, grouped, split-K and persistent, the stride-1 R x S forward / dgrad
-kernel and its wgrad kernel (padding = zero fill), against float64 PyTorch; and the calls the rules refuse (fp16 channels
-not a multiple of 8, fp64, strided convolutions), which the cp.async kernels serve.
+kernel and its wgrad kernel (padding = zero fill), stride 2 through the phase view, against float64
+PyTorch; and the calls the rules refuse (fp16 channels not a multiple of 8, fp64, odd sizes, grouped
+or stride-3 strided convolutions, strided dgrad), which the cp.async kernels serve.
 
 Each test asserts which kernel ran (``LAUNCHES``), so a test of the TMA path cannot pass on the
 cp.async kernels, and the other way round.
@@ -183,9 +184,33 @@ def test_conv_tma_split_k(device, monkeypatch):
     assert _ran(before, "_split_reduce_kernel") == 3
 
 
-def test_strided_rxs_served_by_cp_async(device):
+# Stride 2 through the phase view [N, H/2, 2, W/2, 2C]: ResNet's strided 3x3 and 1x1 downsample, a
+# dilated one with asymmetric padding, a 7x7 (padding 3 = rounded to 4, the taps' rows shifted).
+PHASED = [
+    ("float16", Case(2, 16, 6, 8, 24, 3, 3, stride=2, padding=1)),
+    ("float32", Case(1, 32, 8, 6, 16, 1, 1, stride=2)),
+    ("bfloat16", Case(1, 16, 8, 8, 16, 3, 3, stride=2, padding=(2, 0), dilation=2)),
+    ("float32", Case(1, 16, 10, 10, 16, 7, 7, stride=2, padding=3)),
+]
+
+
+@pytest.mark.parametrize("dtype,case", PHASED, ids=[f"{d}-{c}" for d, c in PHASED])
+def test_phase_view_forward_and_wgrad(dtype, case, device):
+    """The forward and the wgrad by TMA boxes of the phase view; the strided dgrad stays on the
+    cp.async kernel by stride phases."""
     before = _launches()
-    _forward_and_grads(Case(1, 16, 6, 6, 16, 3, 3, stride=2, padding=1), torch.float16, device, "channels_last",
-                       algorithm="im2col")
+    _forward_and_grads(case, getattr(torch, dtype), device, "channels_last", algorithm="im2col")
+    assert _ran(before, CONV_TMA) == 1 and _ran(before, CONV_TMA_WGRAD) == 1
+    assert _ran(before, "_dgrad_kernel") == 1
+    assert not _ran(before, "_im2col_forward_kernel") and not _ran(before, "_wgrad_kernel")
+
+
+@pytest.mark.parametrize("case", [Case(1, 16, 5, 6, 16, 3, 3, stride=2, padding=1),  # odd height
+                                  Case(1, 16, 6, 6, 16, 3, 3, stride=2, padding=1, groups=2),
+                                  Case(1, 16, 6, 6, 16, 3, 3, stride=3, padding=1)],
+                         ids=["odd-height", "grouped", "stride3"])
+def test_strided_rxs_served_by_cp_async(case, device):
+    before = _launches()
+    _forward_and_grads(case, torch.float16, device, "channels_last", algorithm="im2col")
     assert not _ran(before, CONV_TMA) and not _ran(before, CONV_TMA_WGRAD)
     assert _ran(before, "_im2col_forward_kernel") == _ran(before, "_dgrad_kernel") == _ran(before, "_wgrad_kernel") == 1

@@ -43,13 +43,15 @@ def _conv_tma_kernel(
     N, P, Q, COLS, REDUCTION,
     # strides of the output (n, column, p, q)
     so_n, so_k, so_p, so_q,
-    # the input row of output row 0 at tap 0 (-pad for a forward, +pad for a dgrad), the taps' dilation
-    off_h, off_w, dil_h, dil_w,
+    # the input row of output row 0 at tap 0 (-pad for a forward, +pad for a dgrad; with PHASES > 1 the
+    # padding rounded up to a multiple of the stride, minus the padding, and that multiple / stride in
+    # row_h), the taps' dilation
+    off_h, off_w, row_h, row_w, dil_h, dil_w,
     # the epilogue (``epilogue.store_conv_tile``): per-channel vectors, residual and its strides, flags
     bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
     HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
     # meta-parameters
-    R: tl.constexpr, S: tl.constexpr, TAP_SIGN: tl.constexpr, B_TRANSPOSED: tl.constexpr,
+    R: tl.constexpr, S: tl.constexpr, TAP_SIGN: tl.constexpr, B_TRANSPOSED: tl.constexpr, PHASES: tl.constexpr,
     ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_W: tl.constexpr,
     SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr,
@@ -58,6 +60,11 @@ def _conv_tma_kernel(
     columns] tile of one group, over its part of the (r, s, channel block) reduction:
     out[n, p, q, g*COLS + j] = sum over (r, s, c) of A[n, p + off_h + TAP_SIGN*r*dil_h,
     q + off_w + TAP_SIGN*s*dil_w, g, c] * W[g, j, r*S + s, c] (B_TRANSPOSED; else W[g, c, tap, j]).
+
+    PHASES > 1 (a forward of that stride, groups 1): A is the phase view [N, H/PHASES, PHASES, W/PHASES,
+    PHASES*C] of the input (``_phase_view``), input row PHASES*i + a at (i, a); a tap's box is at
+    (n, p0 + t // PHASES + row_h, t % PHASES, ...) with t = r*dil_h + off_h >= 0 (a shift and a mask
+    by the constexpr power of two, no division).
 
     Grid: (N * cdiv(P, BLOCK_H) * cdiv(Q, BLOCK_W) * cdiv(COLS, BLOCK_N), groups, SPLIT_K).
     SPLIT_K == 1 ends in the shared epilogue, else the fp32 partial goes to part[split, pixel, column].
@@ -83,7 +90,13 @@ def _conv_tma_kernel(
     s = tap % S
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     for _ in range(first, last):
-        a = a_desc.load([n, h0 + TAP_SIGN * r * dil_h, w0 + TAP_SIGN * s * dil_w, group, c0])
+        if PHASES == 1:
+            a = a_desc.load([n, h0 + TAP_SIGN * r * dil_h, w0 + TAP_SIGN * s * dil_w, group, c0])
+        else:
+            t_h = r * dil_h + off_h
+            t_w = s * dil_w + off_w
+            a = a_desc.load([n, p0 + t_h // PHASES + row_h, t_h % PHASES, q0 + t_w // PHASES + row_w,
+                             (t_w % PHASES) * REDUCTION + c0])
         a = a.reshape(BLOCK_M, BLOCK_K)
         if B_TRANSPOSED:
             b = w_desc.load([group, n0, r * S + s, c0]).reshape(BLOCK_N, BLOCK_K).T
@@ -109,9 +122,9 @@ def _conv_tma_kernel(
                              COLS * tl.num_programs(1))
 
 
-def _boxes(b_transposed: bool) -> tma.BoxSpec:
+def _boxes(b_transposed: bool, phases: int = 1) -> tma.BoxSpec:
     """The descriptor boxes, in the config's meta-parameters (BLOCK_H = BLOCK_M / BLOCK_W)."""
-    return {"a_desc": (1, "BLOCK_H", "BLOCK_W", 1, "BLOCK_K"),
+    return {"a_desc": (1, "BLOCK_H", 1, "BLOCK_W", "BLOCK_K") if phases > 1 else (1, "BLOCK_H", "BLOCK_W", 1, "BLOCK_K"),
             "w_desc": (1, "BLOCK_N", 1, "BLOCK_K") if b_transposed else (1, "BLOCK_K", 1, "BLOCK_N")}
 
 
@@ -121,7 +134,7 @@ def _meta(cfg_kwargs: dict) -> dict:
 
 def _set_boxes(nargs: dict) -> None:
     """Every config's pre_hook: this launch's boxes at this config's tile."""
-    tma.set_blocks(nargs, _boxes(nargs["B_TRANSPOSED"]), _meta(nargs))
+    tma.set_blocks(nargs, _boxes(nargs["B_TRANSPOSED"], nargs["PHASES"]), _meta(nargs))
 
 
 def block_w(bm: int, p: int, q: int) -> int:
@@ -139,7 +152,7 @@ def _with_block_w(configs, p: int, q: int):
 CONV_TMA = TunedKernel(
     _conv_tma_kernel,
     configs=_with_block_w(gemm_plan.static_menu(flattened=True), 56, 56),
-    key=["N", "P", "Q", "COLS", "REDUCTION", "dil_h", "dil_w", "R", "S", "TAP_SIGN", "B_TRANSPOSED",
+    key=["N", "P", "Q", "COLS", "REDUCTION", "dil_h", "dil_w", "R", "S", "TAP_SIGN", "B_TRANSPOSED", "PHASES",
          "HAS_BIAS", "HAS_SCALE", "HAS_RESIDUAL", "ACTIVATION", "ACC_DTYPE", "DOT_PRECISION"],
     interpreter_config=_with_block_w([gemm_plan.INTERPRETER_CONFIG], 4, 4)[0],
     tile_operands=gemm_plan.TILE_OPERANDS,
@@ -153,10 +166,44 @@ def _views(t, groups: int):
     return (n, h, w, groups, cg), (t.stride(0), t.stride(2), t.stride(3), cg, 1)
 
 
+def _phase_view(t, stride: int):
+    """The 5-D [N, H/stride, stride, W/stride, stride*C] shape and strides of an NHWC activation whose
+    rows hold their pixels' channels back to back (W stride C): a strided tap's pixels are then a box."""
+    n, c, h, w = t.shape
+    return ((n, h // stride, stride, w // stride, stride * c),
+            (t.stride(0), stride * t.stride(2), t.stride(2), stride * t.stride(3), 1))
+
+
+def _phases(params: ConvParams, t) -> int:
+    """The stride the phase view serves (2: ResNet's strided 3x3 and 1x1), or 1 (stride 1, or a shape
+    the view does not fit: groups, odd sizes, pixels not back to back)."""
+    sh, sw = params.stride
+    if (sh, sw) != (2, 2) or params.groups != 1 or params.h % 2 or params.w % 2 or params.w > 1 and t.stride(3) != params.c:
+        return 1
+    return 2
+
+
+def _activation_view(t, params: ConvParams, phases: int):
+    return _phase_view(t, phases) if phases > 1 else _views(t, params.groups)
+
+
+def _phase_offsets(pad: int, phases: int):
+    """(off, row): t = r*dil + off >= 0 for every tap, and row = -(padding rounded up to the stride) / stride."""
+    rounded = -(-pad // phases) * phases
+    return rounded - pad, -rounded // phases
+
+
+def _geometry(params: ConvParams, phases: int):
+    """((off_h, row_h), (off_w, row_w)) of a forward or wgrad: the tap offset and row offset."""
+    if phases > 1:
+        return _phase_offsets(params.pad_top, phases), _phase_offsets(params.pad_left, phases)
+    return (-params.pad_top, 0), (-params.pad_left, 0)
+
+
 def _weight_view(w, groups: int):
     """The 4-D [G, K/G, R*S, C/G] shape and strides of a (K, R, S, C/G)-ordered weight."""
     k, cg, r, s = w.shape
-    return (groups, k // groups, r * s, cg), (k // groups * w.stride(0), w.stride(0), w.stride(3), 1)
+    return (groups, k // groups, r * s, cg), (k // groups * w.stride(0), w.stride(0), cg, 1)
 
 
 def _problem(rows: int, cols: int, reduction: int, taps: int, groups: int, element_bytes: int):
@@ -168,21 +215,27 @@ def _candidates(problem, p: int, q: int):
     return _with_block_w(gemm_plan.plan(problem), p, q)
 
 
-def _unsupported(params: ConvParams, activation, w, others, problem, p, q, b_transposed) -> Optional[str]:
+def _unsupported(params: ConvParams, activation, w, others, problem, p, q, b_transposed, phases=1) -> Optional[str]:
     if not tma.available():
         return "no tensor descriptors on this target (sm_90 and Triton >= 3.4 needed)"
-    if params.spatial_dims != 2 or params.stride != (1, 1) or params.r * params.s == 1:
-        return "TMA R x S needs a 2-D convolution of stride 1 with more than one tap (1x1: pointwise_tma)"
+    if params.spatial_dims != 2:
+        return "TMA R x S serves 2-D convolutions"
+    if phases == 1 and (params.stride != (1, 1) or params.r * params.s == 1):
+        return ("TMA R x S needs stride 1 and more than one tap (1x1: pointwise_tma), or stride 2 with groups 1, "
+                "even sizes and the channels of a row's pixels back to back (the phase view)")
+    if phases > 1 and any(params.c % cfg.kwargs["BLOCK_K"] for cfg in _candidates(problem, p, q)):
+        return "the phase view needs channel blocks dividing C (a box must not cross into the next phase)"
     if needs_int64(activation, w, *others):
         return "offsets past 2^30 elements (TMA coordinates and the epilogue's offsets are 32-bit here)"
-    if w.stride(1) != 1 or (w.size(2) > 1 and w.stride(2) != w.size(3) * w.stride(3)):
+    if w.stride(1) != 1 or (params.s > 1 and w.stride(3) != params.c_per_group) or (
+            params.r > 1 and w.stride(2) != params.s * params.c_per_group):
         return "the weight's taps are not (R, S, C) ordered"
     element_bytes = activation.element_size()
-    return (tma.descriptor_unsupported(activation, *_views(activation, params.groups))
+    return (tma.descriptor_unsupported(activation, *_activation_view(activation, params, phases))
             or tma.descriptor_unsupported(w, *_weight_view(w, params.groups))
             or next((why for cfg in _candidates(problem, p, q) for why in [
                 tma.box_unsupported(tma.box(spec, _meta(cfg.kwargs)), element_bytes)
-                for spec in _boxes(b_transposed).values()] if why), None))
+                for spec in _boxes(b_transposed, phases).values()] if why), None))
 
 
 def _forward_problem(params: ConvParams, x):
@@ -192,7 +245,8 @@ def _forward_problem(params: ConvParams, x):
 
 def forward_unsupported(params: ConvParams, x, w, out, residual=None) -> Optional[str]:
     """Why the TMA R x S forward cannot serve this call (x NHWC, w (K, R, S, C), ``out`` channels_last)."""
-    return _unsupported(params, x, w, (out, residual), _forward_problem(params, x), params.p, params.q, True)
+    return _unsupported(params, x, w, (out, residual), _forward_problem(params, x), params.p, params.q, True,
+                        _phases(params, x))
 
 
 def _dgrad_problem(params: ConvParams, dy):
@@ -205,9 +259,10 @@ def grad_input_unsupported(params: ConvParams, dy, w, dx) -> Optional[str]:
     return _unsupported(params, dy, w, (dx,), _dgrad_problem(params, dy), params.h, params.w, False)
 
 
-def _launch(problem, p, q, a, b, out, part, sizes, geometry, epilogue, b_transposed, params: ConvParams, dtype):
+def _launch(problem, p, q, a, b, out, part, sizes, geometry, epilogue, b_transposed, params: ConvParams, dtype,
+            phases=1):
     candidates = _candidates(problem, p, q)
-    tma.set_blocks({"a_desc": a, "w_desc": b}, _boxes(b_transposed), _meta(candidates[0].kwargs))
+    tma.set_blocks({"a_desc": a, "w_desc": b}, _boxes(b_transposed, phases), _meta(candidates[0].kwargs))
     n = sizes[0]
     grid = lambda meta: (n * triton.cdiv(p, meta["BLOCK_M"] // meta["BLOCK_W"]) * triton.cdiv(q, meta["BLOCK_W"])
                          * triton.cdiv(problem.n, meta["BLOCK_N"]), params.groups, meta["SPLIT_K"])
@@ -215,7 +270,7 @@ def _launch(problem, p, q, a, b, out, part, sizes, geometry, epilogue, b_transpo
         grid, candidates,
         a, b, out, part,
         *sizes, *folded_strides(out), *geometry, *epilogue.args, **epilogue.flags,
-        R=params.r, S=params.s, TAP_SIGN=1 if b_transposed else -1, B_TRANSPOSED=b_transposed,
+        R=params.r, S=params.s, TAP_SIGN=1 if b_transposed else -1, B_TRANSPOSED=b_transposed, PHASES=phases,
         ACC_DTYPE=acc_dtype(dtype), DOT_PRECISION=dot_precision(dtype),
     )
 
@@ -226,11 +281,13 @@ def forward(x, w, out, bias, params: ConvParams, *, scale=None, shift=None, resi
     splits = gemm_plan.largest_split(gemm_plan.plan(problem))
     part = new_partials(splits, params.n * params.p * params.q, params.k, params.dtype, x.device) if splits > 1 else out
     epilogue = epilogue_arguments(out, bias, scale, shift, residual, activation)
-    a = tma.descriptor(x, *_views(x, params.groups))
+    phases = _phases(params, x)
+    a = tma.descriptor(x, *_activation_view(x, params, phases))
     b = tma.descriptor(w, *_weight_view(w, params.groups))
+    (off_h, row_h), (off_w, row_w) = _geometry(params, phases)
     chosen = _launch(problem, params.p, params.q, a, b, out, part,
                      (params.n, params.p, params.q, params.k_per_group, params.c_per_group),
-                     (-params.pad_top, -params.pad_left, *params.dilation), epilogue, True, params, params.dtype)
+                     (off_h, off_w, row_h, row_w, *params.dilation), epilogue, True, params, params.dtype, phases)
     reduce_if_split(chosen, part, out, (params.p, params.q), folded_strides(out), bias=bias, scale=scale, shift=shift,
                     residual=residual, activation=activation)
     return out
@@ -245,7 +302,7 @@ def grad_input(dy, w, dx, params: ConvParams):
     b = tma.descriptor(w, *_weight_view(w, params.groups))
     chosen = _launch(problem, params.h, params.w, a, b, dx, part,
                      (params.n, params.h, params.w, params.c_per_group, params.k_per_group),
-                     (params.pad_top, params.pad_left, *params.dilation), epilogue_arguments(dx), False, params,
+                     (params.pad_top, params.pad_left, 0, 0, *params.dilation), epilogue_arguments(dx), False, params,
                      dy.dtype)
     reduce_if_split(chosen, part, dx, (params.h, params.w), folded_strides(dx))
     return dx
@@ -257,10 +314,10 @@ def _conv_tma_wgrad_kernel(
     dy_desc, x_desc, dw_ptr, part_ptr,
     # sizes: images, the output's height and width, output / input channels of one group
     N, P, Q, K_PER_GROUP, C_PER_GROUP,
-    # geometry: padding (top, left) and dilation
-    pad_h, pad_w, dil_h, dil_w,
+    # geometry: t = r*dil + off (>= 0 with PHASES > 1), its row offset (``_phase_offsets``), dilation
+    off_h, off_w, row_h, row_w, dil_h, dil_w,
     # meta-parameters
-    R: tl.constexpr, S: tl.constexpr, ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    R: tl.constexpr, S: tl.constexpr, PHASES: tl.constexpr, ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_W: tl.constexpr,
     SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -269,6 +326,10 @@ def _conv_tma_wgrad_kernel(
     BLOCK_H x BLOCK_W pixels of one image: per block, the dy box at (n, p0, q0) (transposed in shared
     memory) times the x box at (n, p0 + r*dil_h - pad_h, q0 + s*dil_w - pad_w), whose zero fill is
     the padding (and dy's past the output's edge, the block's tail).
+
+    PHASES > 1 (stride PHASES, groups 1): x is the phase view [N, H/PHASES, PHASES, W/PHASES,
+    PHASES*C] and the tap's box sits at (n, p0 + t_h // PHASES + row_h, t_h % PHASES, ...), fixed per
+    program (columns past C in a box are other pixels' channels, never stored).
 
     Grid: (tiles of K_PER_GROUP x C_PER_GROUP, R*S*SPLIT_K, groups). dw is written (K, R, S,
     C_PER_GROUP)-contiguous (or, split, part[split, k, (r*S + s)*C_PER_GROUP + c]).
@@ -282,8 +343,15 @@ def _conv_tma_wgrad_kernel(
     pid_m, pid_n = grouped_tile(tl.program_id(0), tl.cdiv(K_PER_GROUP, BLOCK_M), tl.cdiv(C_PER_GROUP, BLOCK_N), GROUP_M)
     k0 = pid_m * BLOCK_M
     c0 = pid_n * BLOCK_N
-    h_tap = r * dil_h - pad_h
-    w_tap = s * dil_w - pad_w
+    t_h = r * dil_h + off_h
+    t_w = s * dil_w + off_w
+    if PHASES > 1:
+        h_tap = t_h // PHASES + row_h
+        w_tap = t_w // PHASES + row_w
+        channel = (t_w % PHASES) * C_PER_GROUP + c0
+    else:
+        h_tap = t_h
+        w_tap = t_w
 
     tiles_h = tl.cdiv(P, BLOCK_H)
     tiles_w = tl.cdiv(Q, BLOCK_W)
@@ -296,7 +364,10 @@ def _conv_tma_wgrad_kernel(
         p0 = th * BLOCK_H
         q0 = tw * BLOCK_W
         a = dy_desc.load([n, p0, q0, group, k0]).reshape(BLOCK_K, BLOCK_M).T
-        b = x_desc.load([n, p0 + h_tap, q0 + w_tap, group, c0]).reshape(BLOCK_K, BLOCK_N)
+        if PHASES > 1:
+            b = x_desc.load([n, p0 + h_tap, t_h % PHASES, q0 + w_tap, channel]).reshape(BLOCK_K, BLOCK_N)
+        else:
+            b = x_desc.load([n, p0 + h_tap, q0 + w_tap, group, c0]).reshape(BLOCK_K, BLOCK_N)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
         tw, th = carry(tw + 1, tiles_w, th)
         th, n = carry(th, tiles_h, n)
@@ -315,7 +386,9 @@ def _conv_tma_wgrad_kernel(
                              R * S * C_PER_GROUP)
 
 
-_WGRAD_BOXES = {"dy_desc": (1, "BLOCK_H", "BLOCK_W", 1, "BLOCK_M"), "x_desc": (1, "BLOCK_H", "BLOCK_W", 1, "BLOCK_N")}
+def _wgrad_boxes(phases: int) -> tma.BoxSpec:
+    return {"dy_desc": (1, "BLOCK_H", "BLOCK_W", 1, "BLOCK_M"),
+            "x_desc": (1, "BLOCK_H", 1, "BLOCK_W", "BLOCK_N") if phases > 1 else (1, "BLOCK_H", "BLOCK_W", 1, "BLOCK_N")}
 
 
 def _wgrad_meta(cfg_kwargs: dict) -> dict:
@@ -323,7 +396,7 @@ def _wgrad_meta(cfg_kwargs: dict) -> dict:
 
 
 def _set_wgrad_boxes(nargs: dict) -> None:
-    tma.set_blocks(nargs, _WGRAD_BOXES, _wgrad_meta(nargs))
+    tma.set_blocks(nargs, _wgrad_boxes(nargs["PHASES"]), _wgrad_meta(nargs))
 
 
 def _wgrad_with_block_w(configs, p: int, q: int):
@@ -335,7 +408,7 @@ def _wgrad_with_block_w(configs, p: int, q: int):
 CONV_TMA_WGRAD = TunedKernel(
     _conv_tma_wgrad_kernel,
     configs=_wgrad_with_block_w(gemm_plan.static_menu(flattened=False), 56, 56),
-    key=["N", "P", "Q", "K_PER_GROUP", "C_PER_GROUP", "pad_h", "pad_w", "dil_h", "dil_w", "R", "S", "ACC_DTYPE",
+    key=["N", "P", "Q", "K_PER_GROUP", "C_PER_GROUP", "off_h", "off_w", "dil_h", "dil_w", "R", "S", "PHASES", "ACC_DTYPE",
          "DOT_PRECISION"],
     interpreter_config=_wgrad_with_block_w([gemm_plan.INTERPRETER_CONFIG], 4, 4)[0],
     tile_operands=gemm_plan.TILE_OPERANDS,
@@ -352,16 +425,18 @@ def grad_weight_unsupported(params: ConvParams, dy, x, dw) -> Optional[str]:
     """Why the TMA stride-1 wgrad cannot serve this call (dy and x NHWC, ``dw`` channels_last), or None."""
     if not tma.available():
         return "no tensor descriptors on this target (sm_90 and Triton >= 3.4 needed)"
-    if params.spatial_dims != 2 or params.stride != (1, 1) or params.r * params.s == 1:
-        return "TMA R x S needs a 2-D convolution of stride 1 with more than one tap (1x1: pointwise_tma)"
+    phases = _phases(params, x)
+    if params.spatial_dims != 2 or (phases == 1 and (params.stride != (1, 1) or params.r * params.s == 1)):
+        return ("TMA R x S wgrad needs a 2-D convolution of stride 1 with more than one tap (1x1: pointwise_tma), "
+                "or stride 2 where the phase view fits")
     if needs_int64(dy, x, dw):
         return "offsets past 2^30 elements (TMA coordinates and the kernel's offsets are 32-bit here)"
     candidates = _wgrad_with_block_w(gemm_plan.plan(_wgrad_problem(params, dy)), params.p, params.q)
     return (tma.descriptor_unsupported(dy, *_views(dy, params.groups))
-            or tma.descriptor_unsupported(x, *_views(x, params.groups))
+            or tma.descriptor_unsupported(x, *_activation_view(x, params, phases))
             or next((why for cfg in candidates for why in [
                 tma.box_unsupported(tma.box(spec, _wgrad_meta(cfg.kwargs)), dy.element_size())
-                for spec in _WGRAD_BOXES.values()] if why), None))
+                for spec in _wgrad_boxes(phases).values()] if why), None))
 
 
 def grad_weight(dy, x, dw, params: ConvParams):
@@ -373,16 +448,18 @@ def grad_weight(dy, x, dw, params: ConvParams):
     cols = taps * params.c_per_group
     part = new_partials(splits, params.k, cols, dy.dtype, dy.device) if splits > 1 else dw
     a = tma.descriptor(dy, *_views(dy, params.groups))
-    b = tma.descriptor(x, *_views(x, params.groups))
-    tma.set_blocks({"dy_desc": a, "x_desc": b}, _WGRAD_BOXES, _wgrad_meta(candidates[0].kwargs))
+    phases = _phases(params, x)
+    b = tma.descriptor(x, *_activation_view(x, params, phases))
+    tma.set_blocks({"dy_desc": a, "x_desc": b}, _wgrad_boxes(phases), _wgrad_meta(candidates[0].kwargs))
+    (off_h, row_h), (off_w, row_w) = _geometry(params, phases)
     grid = lambda meta: (triton.cdiv(params.k_per_group, meta["BLOCK_M"]) * triton.cdiv(params.c_per_group, meta["BLOCK_N"]),
                          taps * meta["SPLIT_K"], params.groups)
     chosen = CONV_TMA_WGRAD.launch(
         grid, candidates,
         a, b, dw, part,
         params.n, params.p, params.q, params.k_per_group, params.c_per_group,
-        params.pad_top, params.pad_left, *params.dilation,
-        R=params.r, S=params.s, ACC_DTYPE=acc_dtype(dy.dtype), DOT_PRECISION=dot_precision(dy.dtype),
+        off_h, off_w, row_h, row_w, *params.dilation,
+        R=params.r, S=params.s, PHASES=phases, ACC_DTYPE=acc_dtype(dy.dtype), DOT_PRECISION=dot_precision(dy.dtype),
     )
     reduce_if_split(chosen, part, dw, (1, 1), (cols, 1, 0, 0))
     return dw
