@@ -1,9 +1,9 @@
 """Hopper's TMA data path (tensor descriptors) of the implicit GEMM, run under the interpreter, whose
 descriptors are emulated with the same zero fill: the descriptor rules, the pointwise (stride-1 1x1)
 forward / dgrad / wgrad kernel, grouped, split-K and persistent, the stride-1 R x S forward / dgrad
-kernel and its wgrad kernel (padding = zero fill), stride 2 through the phase view, against float64
-PyTorch; and the calls the rules refuse (fp16 channels not a multiple of 8, fp64, odd sizes, grouped
-or stride-3 strided convolutions, strided dgrad), which the cp.async kernels serve.
+kernel and its wgrad kernel (padding = zero fill), stride 2 through the phase view, the strided dgrad by
+stride phases, against float64 PyTorch; and the calls the rules refuse (fp16 channels not a multiple
+of 8, fp64, odd sizes, grouped or stride-3 strided forward / wgrad), which the cp.async kernels serve.
 
 Each test asserts which kernel ran (``LAUNCHES``), so a test of the TMA path cannot pass on the
 cp.async kernels, and the other way round.
@@ -95,9 +95,12 @@ def test_unaligned_channels_served_by_cp_async(dtype, tma_count, device):
 
 
 def test_strided_and_fp64_served_by_cp_async(device):
-    """A strided 1x1 and every fp64 call stay on the cp.async kernels; fp64 gradcheck holds there."""
+    """A strided 1x1 on an odd image and every fp64 call stay on the cp.async kernels (the dgrad, by
+    stride phases, goes by TMA); fp64 gradcheck holds there."""
     before = _launches()
-    _forward_and_grads(Case(1, 16, 6, 6, 16, 1, 1, stride=2), torch.float16, device, "channels_last")
+    _forward_and_grads(Case(1, 16, 5, 6, 16, 1, 1, stride=2), torch.float16, device, "channels_last")
+    assert _ran(before, CONV_TMA) == 1
+    before = _launches()
     x, w, b = random_inputs(Case(1, 8, 2, 2, 4, 1, 1), torch.float64, device, "channels_last", requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, w, b: kernels.conv2d(x, w, b, algorithm="pointwise"), (x, w, b))
     assert _ran(before, TMA_KERNEL) == 0
@@ -196,21 +199,22 @@ PHASED = [
 
 @pytest.mark.parametrize("dtype,case", PHASED, ids=[f"{d}-{c}" for d, c in PHASED])
 def test_phase_view_forward_and_wgrad(dtype, case, device):
-    """The forward and the wgrad by TMA boxes of the phase view; the strided dgrad stays on the
-    cp.async kernel by stride phases."""
+    """The forward and the wgrad by TMA boxes of the phase view, the dgrad by TMA per stride phase
+    (the 1x1's odd phases reached by no tap: zeros)."""
     before = _launches()
     _forward_and_grads(case, getattr(torch, dtype), device, "channels_last", algorithm="im2col")
-    assert _ran(before, CONV_TMA) == 1 and _ran(before, CONV_TMA_WGRAD) == 1
-    assert _ran(before, "_dgrad_kernel") == 1
-    assert not _ran(before, "_im2col_forward_kernel") and not _ran(before, "_wgrad_kernel")
+    assert _ran(before, CONV_TMA) == 2 and _ran(before, CONV_TMA_WGRAD) == 1
+    assert not any(_ran(before, name) for name in CPASYNC)
 
 
 @pytest.mark.parametrize("case", [Case(1, 16, 5, 6, 16, 3, 3, stride=2, padding=1),  # odd height
                                   Case(1, 16, 6, 6, 16, 3, 3, stride=2, padding=1, groups=2),
                                   Case(1, 16, 6, 6, 16, 3, 3, stride=3, padding=1)],
                          ids=["odd-height", "grouped", "stride3"])
-def test_strided_rxs_served_by_cp_async(case, device):
+def test_strided_rxs_outside_the_phase_view(case, device):
+    """Forward and wgrad on the cp.async kernels where the phase view does not fit; the dgrad's stride
+    phases need no view: TMA."""
     before = _launches()
     _forward_and_grads(case, torch.float16, device, "channels_last", algorithm="im2col")
-    assert not _ran(before, CONV_TMA) and not _ran(before, CONV_TMA_WGRAD)
-    assert _ran(before, "_im2col_forward_kernel") == _ran(before, "_dgrad_kernel") == _ran(before, "_wgrad_kernel") == 1
+    assert _ran(before, CONV_TMA) == 1 and not _ran(before, CONV_TMA_WGRAD) and not _ran(before, "_dgrad_kernel")
+    assert _ran(before, "_im2col_forward_kernel") == _ran(before, "_wgrad_kernel") == 1
