@@ -72,6 +72,7 @@ class Call:
     algorithm: str
     dtypes: Tuple[str, ...] = DTYPES
     passes: Tuple[str, ...] = ALL_PASSES
+    tma: bool = True  # False: with TMA off (``kernels.ops.gemm.tma.ENABLED``), the cp.async kernels serve it
 
 
 # Chosen to reach each specialisation the networks make once, and no more (a compile costs about
@@ -86,15 +87,16 @@ CALLS: List[Call] = [
     # The hot paths in fp16 and bf16: im2col forward, dgrad, wgrad, bias grad; the 1x1 GEMM
     # forward and grad_input with 64 and 24 input channels, 1x1 wgrad; the C=3 stem and the
     # small-M 3x3 as auto routes them.
-    Call(VGG_3X3, "im2col"),
+    Call(VGG_3X3, "im2col", tma=False),
     Call(RESNET_1X1, "pointwise", ("fp16",)),
     Call(RESNET_1X1, "pointwise", ("bf16",), FWD_DGRAD),
     Call(Layer("mobilenet_v2.features.3.conv.0.0", 24, 56, 144, 1), "pointwise", passes=FWD_DGRAD),
     Call(STEM, "auto"),
     Call(Layer("resnet50.layer4.1.conv2", 512, 7, 512, 3, padding=1), "auto"),
-    # The cp.async kernels where TMA does not serve (stride-1 1x1 and R x S layers above go by TMA):
-    # ResNet's strided 1x1 downsample, forward / dgrad by stride phases / wgrad, fp16 and bf16.
-    Call(Layer("resnet50.layer2.0.downsample.0", 256, 56, 512, 1, stride=2), "pointwise"),
+    # The cp.async kernels serve what TMA's rules refuse (fp64, channels not a multiple of 8, odd sizes of a
+    # strided layer ...): compiled at real sizes with TMA off (the 3x3 above too): ResNet's strided 1x1
+    # downsample, forward / dgrad by stride phases / wgrad, fp16 and bf16.
+    Call(Layer("resnet50.layer2.0.downsample.0", 256, 56, 512, 1, stride=2), "pointwise", tma=False),
     # More specialisations, fp16: 24 output channels, stride 2 (dgrad by stride phases), depthwise.
     Call(Layer("mobilenet_v2.features.2.conv.2", 96, 56, 24, 1), "pointwise", ("fp16",), ("fwd",)),
     Call(Layer("resnet50.layer2.0.conv2", 128, 56, 128, 3, stride=2, padding=1), "auto", ("fp16",), FWD_DGRAD),
@@ -149,13 +151,15 @@ def _record(task: Tuple[int, Call, str, str], extra_configs=None) -> dict:
     import torch
 
     from ..core import launcher
+    from ..ops.gemm import tma
     from . import launch_plan
 
     torch.set_num_threads(1)
+    index, call, dtype, layout = task
+    tma.ENABLED = call.tma
     with launch_plan.recording() as plan:
         for kernel_id, configs in (extra_configs or {}).items():
             plan.extra_configs[kernel_id] = [launcher.ALL_KERNELS[kernel_id].configs[j] for j in configs]
-        index, call, dtype, layout = task
         layer = call.layer
         launch_plan.record_conv2d(
             plan, layer.input_shape, layer.weight_shape,
@@ -163,7 +167,7 @@ def _record(task: Tuple[int, Call, str, str], extra_configs=None) -> dict:
             dtype=getattr(torch, _TORCH_DTYPES[dtype]), channels_last=layout == "channels_last",
             algorithm=call.algorithm, backward=call.passes != ("fwd",),
             input_grad="dgrad" in call.passes and not layer.first, weight_grad="wgrad" in call.passes,
-            layer=layer.name, call=index)
+            layer=layer.name + ("" if call.tma else " [TMA off]"), call=index)
     return plan.to_json()
 
 

@@ -43,6 +43,10 @@ except ImportError:  # pragma: no cover - an older Triton: every call keeps the 
 # Element types a TMA kernel takes: 16-bit (wgmma) and fp32 (tf32 wgmma, or IEEE FMA).
 TMA_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
+# False: every call takes the cp.async kernels (the sm_90 compile check sets it to compile them at the
+# real layer sizes the TMA kernels would otherwise take).
+ENABLED = True
+
 # Box shapes: a tuple of meta-parameter names or ints per descriptor argument.
 BoxSpec = Dict[str, Tuple]
 
@@ -51,7 +55,7 @@ def available() -> bool:
     """Tensor descriptors exist in this Triton and the target has a copy engine for them (sm_90+;
     the interpreter emulates them). On a GPU the target is read from the active driver (the
     compile-only driver of ``kernels.sm90`` says sm_90)."""
-    if TensorDescriptor is None:
+    if TensorDescriptor is None or not ENABLED:
         return False
     if interpreting():
         return True
