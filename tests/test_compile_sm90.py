@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # autotuner may pick for every call of kernels.sm90.compile_check.CALLS: (path, kernel). One line per path.
 HOT_PATHS = [
     ("pointwise by TMA: forward, dgrad, wgrad", "_pointwise_tma_kernel"),
-    ("stride-1 R x S by TMA: forward, dgrad", "_conv_tma_kernel"),
+    ("R x S by TMA: forward, dgrad", "_conv_tma_kernel"),
+    ("R x S wgrad by TMA", "_conv_tma_wgrad_kernel"),
     ("im2col forward and pointwise", "_im2col_forward_kernel"),
     ("dgrad", "_dgrad_kernel"),
     ("wgrad", "_wgrad_kernel"),
@@ -100,7 +101,7 @@ def test_hot_path_uses_wgmma_and_async_copies_without_spills(report, path, kerne
     assert not bad, f"{path} ({kernel}, {dtype}):\n" + "\n".join(bad)
 
 
-@pytest.mark.parametrize("kernel", ["_pointwise_tma_kernel", "_conv_tma_kernel"])
+@pytest.mark.parametrize("kernel", ["_pointwise_tma_kernel", "_conv_tma_kernel", "_conv_tma_wgrad_kernel"])
 def test_tma_kernels_load_by_tma(report, kernel):
     """Every compile of a TMA kernel copies its operands with cp.async.bulk.tensor, in one dot loop."""
     rows = [r for r in report["rows"] if r["kernel"] == kernel]
