@@ -61,6 +61,8 @@ def test_descriptor_rules():
     assert "aligned" in tma.descriptor_unsupported(x.view(-1)[4:].view(4, 23)[:, :8], (4, 8), (23, 1))
     assert "contiguous" in tma.descriptor_unsupported(x, (4, 24), (24, 2))
     assert "dtype" in tma.descriptor_unsupported(x.double(), (4, 24), (24, 1))
+    assert "stride 0" in tma.descriptor_unsupported(x.expand(2, 4, 24), (2, 4, 24), (0, 24, 1))  # a broadcast
+    assert tma.descriptor_unsupported(x[:1], (1, 1, 24), (0, 3, 1)) is None  # size-1 strides never stepped along
     assert tma.box_unsupported((1, 512, 64), 2) and tma.box_unsupported((1, 64, 4), 2)
     assert tma.box_unsupported((1, 256, 16), 2) is None
     assert gemm_plan.data_paths(None) == ["tma", "cp.async"]

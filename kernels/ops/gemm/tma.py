@@ -65,10 +65,18 @@ def available() -> bool:
     return target.backend == "cuda" and isinstance(target.arch, int) and target.arch >= 90 and device.target().has_tma
 
 
+def _strides(t: torch.Tensor, shape: Sequence[int], strides: Sequence[int]):
+    """``strides`` with every size-1 dimension's (never stepped along: PyTorch leaves it arbitrary, 0
+    or unaligned) replaced by 16 bytes, so it cannot fail the rules or reach the copy engine as 0."""
+    return [int(s) if d != 1 or i == len(shape) - 1 else max(1, 16 // t.element_size())
+            for i, (d, s) in enumerate(zip(shape, strides))]
+
+
 def descriptor_unsupported(t: torch.Tensor, shape: Sequence[int], strides: Sequence[int]) -> Optional[str]:
     """Why a descriptor over ``t`` with this global ``shape`` and ``strides`` (in elements) cannot be
     built, or None. Box sizes are the planner's (<= 256, checked by ``box_unsupported``)."""
     gpu = device.target()
+    strides = _strides(t, shape, strides)
     if t.dtype not in TMA_DTYPES:
         return f"dtype {t.dtype} (TMA kernels take {', '.join(map(str, TMA_DTYPES))})"
     if len(shape) > gpu.tma_max_rank:
@@ -78,7 +86,7 @@ def descriptor_unsupported(t: torch.Tensor, shape: Sequence[int], strides: Seque
         return f"base address not {gpu.tma_alignment}-byte aligned"
     if strides[-1] != 1:
         return "last dimension not contiguous"
-    bad = [s for s in strides[:-1] if (s * size) % gpu.tma_alignment]
+    bad = [s for s in strides[:-1] if s <= 0 or (s * size) % gpu.tma_alignment]
     if bad:
         return f"stride {bad[0]} x {size} B not a multiple of {gpu.tma_alignment} B"
     if any(d <= 0 or d >= 2**31 for d in shape):
@@ -101,7 +109,7 @@ def box_unsupported(box: Sequence[int], element_bytes: int) -> Optional[str]:
 def descriptor(t: torch.Tensor, shape: Sequence[int], strides: Sequence[int]) -> "TensorDescriptor":
     """A descriptor over ``t`` (rules checked by ``descriptor_unsupported``); its box is set per config
     (``block_hook`` / ``set_blocks``), a placeholder of ones until then."""
-    shape, strides = [int(d) for d in shape], [int(s) for s in strides]
+    shape, strides = [int(d) for d in shape], _strides(t, shape, strides)
     placeholder = [1] * (len(shape) - 1) + [max(1, 16 // t.element_size())]
     return TensorDescriptor(t, shape, strides, placeholder)
 
