@@ -14,6 +14,11 @@ cache lines.
   serves one phase and skips the taps that cannot reach it (nothing multiplies an inserted zero).
 * grad_weight is a per-channel, per-tap reduction over N*P*Q, split into a fixed number of
   chunks whose partial sums are added in a fixed order: deterministic, no atomics.
+* large kernels (``plan_halo``: S >= 7 taps along a row, 2-D): the forward runs the halo kernel
+  instead. A program keeps its output tile's input window, the tile plus the (S-1)*dil column halo,
+  on chip and applies every tap of a filter row to it as one batched ``tl.dot`` with the row's
+  banded (Toeplitz) weight matrix, so a window column is loaded once per filter row instead of once
+  per tap and output (docs/algorithms.md, "Large kernels").
 * 3-D (channel-wise, as X3D's): the forward adds the depth taps to the same kernel (``DEPTH``); its
   gradients run on the implicit GEMM's 3-D dgrad and wgrad with one channel per group.
 """
@@ -23,8 +28,9 @@ import torch
 import triton
 import triton.language as tl
 
-from typing import Optional
+from typing import List, Optional
 
+from ..core.interpreter import interpreting
 from ..core.launcher import TunedKernel, config
 from ..core.layout import memory_format
 from ..core.params import ConvParams
@@ -124,6 +130,87 @@ def _depthwise_forward_kernel(
 
     store_conv_tile(
         acc, n, p, q, k, mask_m, mask_n,
+        (out_ptr, so_n, so_k, so_p, so_q),
+        (bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
+         HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION),
+    )
+
+
+@triton.jit
+def _depthwise_halo_kernel(
+    # pointers: input, weight, output
+    x_ptr, w_ptr, out_ptr,
+    # sizes (MULT: output channels per input channel)
+    H, W, P, Q, K, MULT,
+    # strides of the input, the weight and the output
+    sx_n, sx_c, sx_h, sx_w,
+    sw_k, sw_r, sw_s,
+    so_n, so_k, so_p, so_q,
+    # geometry
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    # the epilogue (``epilogue.store_conv_tile``)
+    bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
+    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
+    # meta-parameters (CHUNKS * CHUNK >= the window's width, (BLOCK_Q - 1) * stride_w + (S - 1) * dil_w + 1)
+    R: tl.constexpr, S: tl.constexpr, ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    USE_INT64: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr,
+    CHUNK: tl.constexpr, CHUNKS: tl.constexpr,
+):
+    """Each program computes a [BLOCK_P x BLOCK_Q output pixels of one image] x [BLOCK_C output
+    channels] tile of a large-kernel depthwise forward.
+
+    Grid: (N * pixel tiles, channel blocks). For each filter row r, the program loads the input rows
+    p*sh - ph + r*dh of its BLOCK_P output rows across the whole window width (its BLOCK_Q columns
+    plus the (S-1)*dw halo), CHUNK columns at a time as a [BLOCK_C, BLOCK_P, CHUNK] block, and
+    multiplies it (batched over channels) by the row's banded weight block
+    T[k, j, q] = w[k, r, (j - q*sw) / dw] (zero off the band): one ``tl.dot`` applies all S taps of
+    the row to every loaded column, so each input element is loaded R times per program, not R*S.
+    """
+    pid_pix = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    tiles_q = tl.cdiv(Q, BLOCK_Q)
+    tiles_per_image = tl.cdiv(P, BLOCK_P) * tiles_q
+    n = pid_pix // tiles_per_image
+    tile = pid_pix % tiles_per_image
+    p0 = (tile // tiles_q) * BLOCK_P
+    q0 = (tile % tiles_q) * BLOCK_Q
+    k = pid_k * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_k = k < K
+    if USE_INT64:
+        n = n.to(tl.int64)
+        k = k.to(tl.int64)
+    c = k // MULT
+
+    x_chan = x_ptr + n * sx_n + (c * sx_c)[:, None, None]
+    w_chan = w_ptr + (k * sw_k)[:, None, None]
+    k_ok = mask_k[:, None, None]
+    h_base = (p0 + tl.arange(0, BLOCK_P)) * stride_h - pad_h
+    w_first = q0 * stride_w - pad_w
+    j = tl.arange(0, CHUNK)
+    q_offset = tl.arange(0, BLOCK_Q) * stride_w
+    acc = tl.zeros((BLOCK_C, BLOCK_P, BLOCK_Q), dtype=ACC_DTYPE)
+    for r in range(R):
+        h = h_base + r * dil_h
+        h_ok = k_ok & ((h >= 0) & (h < H))[None, :, None]
+        x_row = x_chan + (h * sx_h)[None, :, None]
+        w_row = w_chan + r * sw_r
+        for chunk in range(CHUNKS):
+            col = chunk * CHUNK + j  # window column
+            w_in = w_first + col
+            a = tl.load(x_row + (w_in * sx_w)[None, None, :],
+                        mask=h_ok & ((w_in >= 0) & (w_in < W))[None, None, :], other=0.0)
+            # Window column ``col`` meets output column q through tap s = (col - q*sw) / dw.
+            offset = col[:, None] - q_offset[None, :]
+            s = offset // dil_w
+            on_band = (offset >= 0) & (s * dil_w == offset) & (s < S)
+            t = tl.load(w_row + (s * sw_s)[None, :, :], mask=k_ok & on_band[None, :, :], other=0.0)
+            acc = tl.dot(a, t, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+
+    i = tl.arange(0, BLOCK_P * BLOCK_Q)
+    p = p0 + i // BLOCK_Q
+    q = q0 + i % BLOCK_Q
+    store_conv_tile(
+        tl.reshape(tl.permute(acc, (1, 2, 0)), (BLOCK_P * BLOCK_Q, BLOCK_C)), n, p, q, k, (p < P) & (q < Q), mask_k,
         (out_ptr, so_n, so_k, so_p, so_q),
         (bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
          HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION),
@@ -294,6 +381,59 @@ DEPTHWISE_WGRAD = TunedKernel(
 )
 
 
+# The halo kernel's tiles (BLOCK_P, BLOCK_Q, BLOCK_C, CHUNK, num_warps): every tl.dot dimension 16 or more
+# (M = BLOCK_P rows, N = BLOCK_Q columns, K = CHUNK window columns), batched over BLOCK_C channels
+# (16 fp16 channels: one 32-byte sector per pixel in channels_last).
+_HALO_TILES = [  # none spills in the sm_90 compile at 31x31, 13x13 and 7x7, fp16 / bf16 / fp32 (P16 Q16 at 8 warps
+    (16, 32, 16, 16, 8),  # and two stages spilled 16 B in fp32, P16 Q32 at 4 warps 320 B; C32 tiles 16-176 B)
+    (32, 16, 16, 16, 8, 1),
+    (16, 16, 16, 16, 4, 1),
+]
+_HALO_INTERPRETER_CHANNELS = 4  # the interpreter's cost grows with the block, not the grid
+HALO_MIN_TAPS = 7  # filter-row taps from which the halo kernel serves the forward (ConvNeXt's 7x7 up)
+
+
+def _halo_config(params: ConvParams, bp: int, bq: int, bc: int, chunk: int, warps: int, stages: int = 2):
+    width = (bq - 1) * params.stride[1] + (params.s - 1) * params.dilation[1] + 1
+    return config(BLOCK_P=bp, BLOCK_Q=bq, BLOCK_C=bc, CHUNK=chunk, CHUNKS=triton.cdiv(width, chunk),
+                  num_warps=warps, num_stages=stages)
+
+
+def _halo_loads_per_output(cfg) -> float:
+    """Elements one filter row loads per output element: the window block (CHUNKS*CHUNK columns for
+    BLOCK_Q outputs) and the banded weights (CHUNKS*CHUNK x BLOCK_Q, shared by BLOCK_P rows)."""
+    m = cfg.kwargs
+    columns = m["CHUNKS"] * m["CHUNK"]
+    return columns / m["BLOCK_Q"] + columns / m["BLOCK_P"]
+
+
+def plan_halo(params: ConvParams) -> Optional[List[triton.Config]]:
+    """The halo kernel's candidate configs for a depthwise forward, fewest loads per output first
+    (ties: the order of ``_HALO_TILES``), or None when the direct kernel serves it: 3-D, or fewer than
+    ``HALO_MIN_TAPS`` taps along a filter row (3x3 and 5x5 stay on the direct kernel, whose taps are
+    all but free once the tile is in cache). Tiles twice as wide or tall as the output are dropped."""
+    if params.spatial_dims != 2 or params.s < HALO_MIN_TAPS:
+        return None
+    if interpreting():
+        return [_halo_config(params, 16, 16, _HALO_INTERPRETER_CHANNELS, 16, 4)]
+    fitting = [t for t in _HALO_TILES if (t[0] <= 16 or t[0] < 2 * params.p) and (t[1] <= 16 or t[1] < 2 * params.q)]
+    configs = [_halo_config(params, *t) for t in fitting]
+    return sorted(configs, key=_halo_loads_per_output)
+
+
+class _ReferenceLayer:  # the shape the static menu is sized for (RepLKNet's 31x31, stride 1)
+    spatial_dims, s, stride, dilation, p, q = 2, 31, (1, 1), (1, 1), 56, 56
+
+
+DEPTHWISE_HALO = TunedKernel(
+    _depthwise_halo_kernel,
+    configs=[_halo_config(_ReferenceLayer, *t) for t in _HALO_TILES],  # the planner's menu, for 31x31
+    key=["H", "W", "P", "Q", "K", "MULT", "R", "S", "stride_h", "stride_w", "dil_h", "dil_w", "ACC_DTYPE",
+         "DOT_PRECISION", "USE_INT64"],
+    interpreter_config=_halo_config(_ReferenceLayer, 16, 16, _HALO_INTERPRETER_CHANNELS, 16, 4),
+)
+
+
 def _weight_taps(w: torch.Tensor):
     """(sw_k, sw_r, sw_s) of a (K, 1, R, S) depthwise weight in any layout."""
     return w.stride(0), w.stride(2), w.stride(3)
@@ -321,6 +461,10 @@ def depthwise_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None,
         x_strides = (x.stride(0), x.stride(1), x.stride(3), x.stride(4))
         w_taps, out_strides, images = (w.stride(0), w.stride(3), w.stride(4)), folded_strides(out), params.n * params.o
     else:
+        plan = plan_halo(params)
+        if plan is not None:
+            _halo_forward(x, w, out, params, epilogue, plan)
+            return out
         depth = (1, 1, 0, 0, 1, 0, 1)
         x_strides, w_taps, out_strides, images = x.stride(), _weight_taps(w), out.stride(), params.n
     DEPTHWISE_FORWARD[_patch_grid(images, params.p, params.q, params.k)](
@@ -335,6 +479,22 @@ def depthwise_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None,
         USE_INT64=needs_int64(x, w, out, epilogue.residual_or_out),
     )
     return finish(out, params.channels_last) if three_d else out
+
+
+def _halo_forward(x, w, out, params: ConvParams, epilogue, plan) -> None:
+    grid = lambda meta: (params.n * triton.cdiv(params.p, meta["BLOCK_P"]) * triton.cdiv(params.q, meta["BLOCK_Q"]),
+                         triton.cdiv(params.k, meta["BLOCK_C"]))
+    DEPTHWISE_HALO.launch(
+        grid, plan,
+        x, w, out,
+        params.h, params.w, params.p, params.q, params.k, params.k // params.c,
+        *x.stride(), *_weight_taps(w), *out.stride(),
+        *params.geometry,
+        *epilogue.args, **epilogue.flags,
+        # fp32 stays IEEE whatever cudnn.allow_tf32 says: the direct kernel it replaces is exact FMA.
+        R=params.r, S=params.s, ACC_DTYPE=acc_dtype(params.dtype), DOT_PRECISION="ieee",
+        USE_INT64=needs_int64(x, w, out, epilogue.residual_or_out),
+    )
 
 
 def depthwise_grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, channels_last: bool) -> torch.Tensor:
