@@ -101,8 +101,15 @@ def test_depthwise_large_kernel_fused_epilogue_int64(device, monkeypatch):
     assert LAUNCHES["_depthwise_halo_kernel"] == before + 1
 
 
-def test_depthwise_large_kernel_backward(device):
-    _check_backward("depthwise", Case(1, 2, 5, 18, 2, 13, 13, padding=6, groups=2), torch.float32, "channels_last", device)
+@pytest.mark.parametrize("case,halo_dgrad", [
+    (Case(1, 2, 5, 18, 2, 13, 13, padding=6, groups=2), True),
+    (Case(1, 2, 6, 17, 2, 7, 9, padding=(7, 9), dilation=(1, 2), groups=2), True),  # pad 7 > R-1: pad_h -1 for dx
+    (Case(1, 2, 7, 12, 4, 7, 7, stride=2, padding=3, groups=2), False),  # stride 2, multiplier 2: phases
+])
+def test_depthwise_large_kernel_backward(case, halo_dgrad, device):
+    before = LAUNCHES["_depthwise_halo_kernel"]
+    _check_backward("depthwise", case, torch.float32, "channels_last", device)
+    assert LAUNCHES["_depthwise_halo_kernel"] - before == (2 if halo_dgrad else 1)  # forward (+ grad_input)
 
 
 @pytest.mark.parametrize("gpu", [False, True])

@@ -18,7 +18,8 @@ cache lines.
   instead. A program keeps its output tile's input window, the tile plus the (S-1)*dil column halo,
   on chip and applies every tap of a filter row to it as one batched ``tl.dot`` with the row's
   banded (Toeplitz) weight matrix, so a window column is loaded once per filter row instead of once
-  per tap and output (docs/algorithms.md, "Large kernels").
+  per tap and output (docs/algorithms.md, "Large kernels"). At stride 1 without a channel multiplier
+  grad_input runs on it too (the forward of dy with the flipped filter).
 * 3-D (channel-wise, as X3D's): the forward adds the depth taps to the same kernel (``DEPTH``); its
   gradients run on the implicit GEMM's 3-D dgrad and wgrad with one channel per group.
 """
@@ -393,8 +394,9 @@ _HALO_INTERPRETER_CHANNELS = 4  # the interpreter's cost grows with the block, n
 HALO_MIN_TAPS = 7  # filter-row taps from which the halo kernel serves the forward (ConvNeXt's 7x7 up)
 
 
-def _halo_config(params: ConvParams, bp: int, bq: int, bc: int, chunk: int, warps: int, stages: int = 2):
-    width = (bq - 1) * params.stride[1] + (params.s - 1) * params.dilation[1] + 1
+def _halo_config(s: int, stride_w: int, dil_w: int, bp: int, bq: int, bc: int, chunk: int, warps: int,
+                 stages: int = 2):
+    width = (bq - 1) * stride_w + (s - 1) * dil_w + 1
     return config(BLOCK_P=bp, BLOCK_Q=bq, BLOCK_C=bc, CHUNK=chunk, CHUNKS=triton.cdiv(width, chunk),
                   num_warps=warps, num_stages=stages)
 
@@ -412,25 +414,34 @@ def plan_halo(params: ConvParams) -> Optional[List[triton.Config]]:
     (ties: the order of ``_HALO_TILES``), or None when the direct kernel serves it: 3-D, or fewer than
     ``HALO_MIN_TAPS`` taps along a filter row (3x3 and 5x5 stay on the direct kernel, whose taps are
     all but free once the tile is in cache). Tiles twice as wide or tall as the output are dropped."""
-    if params.spatial_dims != 2 or params.s < HALO_MIN_TAPS:
+    if params.spatial_dims != 2:
+        return None
+    return _plan(params.s, params.stride[1], params.dilation[1], params.p, params.q)
+
+
+def plan_halo_grad_input(params: ConvParams) -> Optional[List[triton.Config]]:
+    """The halo kernel's configs for grad_input as the forward of dy with the flipped filter (stride 1,
+    one output channel per input channel: then dx is a depthwise convolution of dy), or None."""
+    if params.spatial_dims != 2 or params.stride != (1, 1) or params.k != params.c:
+        return None
+    return _plan(params.s, 1, params.dilation[1], params.h, params.w)
+
+
+def _plan(s: int, stride_w: int, dil_w: int, p: int, q: int) -> Optional[List[triton.Config]]:
+    if s < HALO_MIN_TAPS:
         return None
     if interpreting():
-        return [_halo_config(params, 16, 16, _HALO_INTERPRETER_CHANNELS, 16, 4)]
-    fitting = [t for t in _HALO_TILES if (t[0] <= 16 or t[0] < 2 * params.p) and (t[1] <= 16 or t[1] < 2 * params.q)]
-    configs = [_halo_config(params, *t) for t in fitting]
-    return sorted(configs, key=_halo_loads_per_output)
-
-
-class _ReferenceLayer:  # the shape the static menu is sized for (RepLKNet's 31x31, stride 1)
-    spatial_dims, s, stride, dilation, p, q = 2, 31, (1, 1), (1, 1), 56, 56
+        return [_halo_config(s, stride_w, dil_w, 16, 16, _HALO_INTERPRETER_CHANNELS, 16, 4)]
+    fitting = [t for t in _HALO_TILES if (t[0] <= 16 or t[0] < 2 * p) and (t[1] <= 16 or t[1] < 2 * q)]
+    return sorted((_halo_config(s, stride_w, dil_w, *t) for t in fitting), key=_halo_loads_per_output)
 
 
 DEPTHWISE_HALO = TunedKernel(
     _depthwise_halo_kernel,
-    configs=[_halo_config(_ReferenceLayer, *t) for t in _HALO_TILES],  # the planner's menu, for 31x31
+    configs=[_halo_config(31, 1, 1, *t) for t in _HALO_TILES],  # the planner's menu, for RepLKNet's 31x31
     key=["H", "W", "P", "Q", "K", "MULT", "R", "S", "stride_h", "stride_w", "dil_h", "dil_w", "ACC_DTYPE",
          "DOT_PRECISION", "USE_INT64"],
-    interpreter_config=_halo_config(_ReferenceLayer, 16, 16, _HALO_INTERPRETER_CHANNELS, 16, 4),
+    interpreter_config=_halo_config(31, 1, 1, 16, 16, _HALO_INTERPRETER_CHANNELS, 16, 4),
 )
 
 
@@ -482,17 +493,25 @@ def depthwise_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None,
 
 
 def _halo_forward(x, w, out, params: ConvParams, epilogue, plan) -> None:
-    grid = lambda meta: (params.n * triton.cdiv(params.p, meta["BLOCK_P"]) * triton.cdiv(params.q, meta["BLOCK_Q"]),
-                         triton.cdiv(params.k, meta["BLOCK_C"]))
+    _launch_halo(x, w, out, (params.n, params.h, params.w, params.p, params.q, params.k, params.k // params.c),
+                 params.geometry, params.r, params.s, epilogue, plan)
+
+
+def _launch_halo(x, w, out, sizes, geometry, r: int, s: int, epilogue, plan) -> None:
+    """``sizes`` = (N, H, W, P, Q, K, MULT) of the problem the kernel sees; ``geometry`` its
+    (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)."""
+    n, _, _, p, q, k, _ = sizes
+    grid = lambda meta: (n * triton.cdiv(p, meta["BLOCK_P"]) * triton.cdiv(q, meta["BLOCK_Q"]),
+                         triton.cdiv(k, meta["BLOCK_C"]))
     DEPTHWISE_HALO.launch(
         grid, plan,
         x, w, out,
-        params.h, params.w, params.p, params.q, params.k, params.k // params.c,
+        *sizes[1:],
         *x.stride(), *_weight_taps(w), *out.stride(),
-        *params.geometry,
+        *geometry,
         *epilogue.args, **epilogue.flags,
         # fp32 stays IEEE whatever cudnn.allow_tf32 says: the direct kernel it replaces is exact FMA.
-        R=params.r, S=params.s, ACC_DTYPE=acc_dtype(params.dtype), DOT_PRECISION="ieee",
+        R=r, S=s, ACC_DTYPE=acc_dtype(x.dtype), DOT_PRECISION="ieee",
         USE_INT64=needs_int64(x, w, out, epilogue.residual_or_out),
     )
 
@@ -504,6 +523,15 @@ def depthwise_grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, 
         return gemm_grad_input(dy, w, params, channels_last)
     dx = new_buffer((params.n, params.c, params.h, params.w), dy.dtype, dy.device, channels_last)
     if dx.numel() == 0:
+        return dx
+    plan = plan_halo_grad_input(params)
+    if plan is not None:
+        # dx[h] = sum_r dy[h + pad - r*dil] w[r] = sum_r' dy[h - ((R-1)*dil - pad) + r'*dil] w[R-1-r']: the
+        # halo forward of dy with the flipped filter and padding (R-1)*dil - pad (negative pads are masked).
+        _, _, ph, pw, dh, dw = params.geometry
+        geometry = (1, 1, (params.r - 1) * dh - ph, (params.s - 1) * dw - pw, dh, dw)
+        sizes = (params.n, params.p, params.q, params.h, params.w, params.c, 1)
+        _launch_halo(dy, w.flip(2, 3), dx, sizes, geometry, params.r, params.s, epilogue_arguments(dx), plan)
         return dx
     sh, sw = params.stride
     h_per_phase = triton.cdiv(params.h, sh)
