@@ -390,7 +390,7 @@ _HALO_TILES = [  # none spills in the sm_90 compile at 31x31, 13x13 and 7x7, fp1
     (32, 16, 16, 16, 8, 1),
     (16, 16, 16, 16, 4, 1),
 ]
-_HALO_INTERPRETER_CHANNELS = 4  # the interpreter's cost grows with the block, not the grid
+_HALO_INTERPRETER_CHANNELS = 64  # the interpreter runs the grid one program at a time: few, wide programs
 HALO_MIN_TAPS = 7  # filter-row taps from which the halo kernel serves the forward (ConvNeXt's 7x7 up)
 
 
