@@ -62,6 +62,12 @@ NETWORKS = {
     "efficientnet_b0": (0.386e9 - 1280 * 1000, 81),
     "densenet121": (2.834e9 - 1024 * 1000, 120),
     "r3d_18": (40.697e9 - 512 * 400, 20),
+    # ConvNeXt-Tiny: torchvision's 4.456 G less the blocks' MLPs (8 c^2 per pixel) and the head.
+    "convnext_tiny": (4.456e9 - 768 * 1000 - sum(n * 8 * c * c * (56 >> i) ** 2 for i, (c, n) in
+                                                 enumerate(zip((96, 192, 384, 768), (3, 3, 9, 3)))), 22),
+    # RepLKNet-31B's large-kernel layers: its paper's channels, blocks, kernels and stage sizes.
+    "replknet31b": (sum(n * c * k * k * (56 >> i) ** 2 for i, (c, n, k) in
+                        enumerate(zip((128, 256, 512, 1024), (2, 2, 18, 2), (31, 29, 27, 13)))), 24),
 }
 
 

@@ -190,22 +190,21 @@ def _depthwise_halo_kernel(
     j = tl.arange(0, CHUNK)
     q_offset = tl.arange(0, BLOCK_Q) * stride_w
     acc = tl.zeros((BLOCK_C, BLOCK_P, BLOCK_Q), dtype=ACC_DTYPE)
-    for r in range(R):
+    # One flat loop over (filter row r, window chunk): the dot's loop is entered once per program.
+    for step in range(R * CHUNKS):
+        r = step // CHUNKS
+        col = (step % CHUNKS) * CHUNK + j  # window column
         h = h_base + r * dil_h
-        h_ok = k_ok & ((h >= 0) & (h < H))[None, :, None]
-        x_row = x_chan + (h * sx_h)[None, :, None]
-        w_row = w_chan + r * sw_r
-        for chunk in range(CHUNKS):
-            col = chunk * CHUNK + j  # window column
-            w_in = w_first + col
-            a = tl.load(x_row + (w_in * sx_w)[None, None, :],
-                        mask=h_ok & ((w_in >= 0) & (w_in < W))[None, None, :], other=0.0)
-            # Window column ``col`` meets output column q through tap s = (col - q*sw) / dw.
-            offset = col[:, None] - q_offset[None, :]
-            s = offset // dil_w
-            on_band = (offset >= 0) & (s * dil_w == offset) & (s < S)
-            t = tl.load(w_row + (s * sw_s)[None, :, :], mask=k_ok & on_band[None, :, :], other=0.0)
-            acc = tl.dot(a, t, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+        w_in = w_first + col
+        a = tl.load(x_chan + (h * sx_h)[None, :, None] + (w_in * sx_w)[None, None, :],
+                    mask=k_ok & ((h >= 0) & (h < H))[None, :, None] & ((w_in >= 0) & (w_in < W))[None, None, :],
+                    other=0.0)
+        # Window column ``col`` meets output column q through tap s = (col - q*sw) / dw.
+        offset = col[:, None] - q_offset[None, :]
+        s = offset // dil_w
+        on_band = (offset >= 0) & (s * dil_w == offset) & (s < S)
+        t = tl.load(w_chan + r * sw_r + (s * sw_s)[None, :, :], mask=k_ok & on_band[None, :, :], other=0.0)
+        acc = tl.dot(a, t, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
 
     i = tl.arange(0, BLOCK_P * BLOCK_Q)
     p = p0 + i // BLOCK_Q
@@ -382,13 +381,17 @@ DEPTHWISE_WGRAD = TunedKernel(
 )
 
 
-# The halo kernel's tiles (BLOCK_P, BLOCK_Q, BLOCK_C, CHUNK, num_warps): every tl.dot dimension 16 or more
-# (M = BLOCK_P rows, N = BLOCK_Q columns, K = CHUNK window columns), batched over BLOCK_C channels
-# (16 fp16 channels: one 32-byte sector per pixel in channels_last).
-_HALO_TILES = [  # none spills in the sm_90 compile at 31x31, 13x13 and 7x7, fp16 / bf16 / fp32 (P16 Q16 at 8 warps
-    (16, 32, 16, 16, 8),  # and two stages spilled 16 B in fp32, P16 Q32 at 4 warps 320 B; C32 tiles 16-176 B)
+# The halo kernel's tiles (BLOCK_P, BLOCK_Q, BLOCK_C, CHUNK, num_warps[, num_stages]): every tl.dot dimension 16
+# or more (M = BLOCK_P rows, N = BLOCK_Q columns, K = CHUNK window columns), batched over BLOCK_C channels
+# (16 fp16 channels: one 32-byte sector per pixel in channels_last). None spills in the sm_90 compile at
+# 31x31, 13x13 and 7x7 in fp16, bf16 and fp32 (32x32 tiles at 8 warps spilled 24-32 B in fp32, 32x16 and
+# 16x32 at 4 warps 208-248 B).
+_HALO_TILES = [
+    (16, 32, 16, 16, 8),
     (32, 16, 16, 16, 8, 1),
     (16, 16, 16, 16, 4, 1),
+    (16, 16, 16, 16, 4),
+    (32, 16, 16, 16, 8),
 ]
 _HALO_INTERPRETER_CHANNELS = 64  # the interpreter runs the grid one program at a time: few, wide programs
 HALO_MIN_TAPS = 7  # filter-row taps from which the halo kernel serves the forward (ConvNeXt's 7x7 up)
