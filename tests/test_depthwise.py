@@ -1,7 +1,8 @@
 """The depthwise kernels: MobileNet shapes (stride 1 and 2, channel multiplier, 5x5 / non-square,
 dilation) forward and backward in every dtype and layout, determinism, and the fused epilogue; the
 large-kernel (halo) forward at ConvNeXt's 7x7 and RepLKNet's 13x13 and 31x31, with halos wider than
-the 16-column tile, padding strings, dilation, stride and the channel multiplier."""
+the 16-column tile, padding strings, dilation, stride and the channel multiplier; its gradients (the
+halo dgrad at stride 1, the halo wgrad)."""
 import pytest
 import torch
 
@@ -82,9 +83,14 @@ def _check_halo(case, dtype, layout, device):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", [CONVNEXT_7X7, REPLK_13X13, REPLK_31X31], ids=["7x7", "13x13", "31x31"])
-def test_depthwise_large_kernel_forward(case, dtype, layout, device):
-    _check_halo(case, getattr(torch, dtype), layout, device)
+def test_depthwise_13x13_forward(dtype, layout, device):
+    _check_halo(REPLK_13X13, getattr(torch, dtype), layout, device)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [CONVNEXT_7X7, REPLK_31X31], ids=["7x7", "31x31"])
+def test_depthwise_large_kernel_forward(case, dtype, device):
+    _check_halo(case, getattr(torch, dtype), "channels_last", device)
 
 
 @pytest.mark.parametrize("case", LARGE_VARIANTS, ids=["dilated-stride-multiplier", "valid-1x13-stride2", "same-unbatched"])
@@ -107,9 +113,15 @@ def test_depthwise_large_kernel_fused_epilogue_int64(device, monkeypatch):
     (Case(1, 2, 7, 12, 4, 7, 7, stride=2, padding=3, groups=2), False),  # stride 2, multiplier 2: phases
 ])
 def test_depthwise_large_kernel_backward(case, halo_dgrad, device):
-    before = LAUNCHES["_depthwise_halo_kernel"]
+    before, wgrad = LAUNCHES["_depthwise_halo_kernel"], LAUNCHES["_depthwise_halo_wgrad_kernel"]
     _check_backward("depthwise", case, torch.float32, "channels_last", device)
     assert LAUNCHES["_depthwise_halo_kernel"] - before == (2 if halo_dgrad else 1)  # forward (+ grad_input)
+    assert LAUNCHES["_depthwise_halo_wgrad_kernel"] - wgrad == 1
+
+
+def test_depthwise_31x31_backward_fp16(device):
+    """The halo wgrad over two column tiles and three output rows (and the halo dgrad) at 31x31, NCHW."""
+    _check_backward("depthwise", Case(1, 2, 3, 34, 2, 31, 31, padding=15, groups=2), torch.float16, "nchw", device)
 
 
 @pytest.mark.parametrize("gpu", [False, True])

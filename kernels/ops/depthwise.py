@@ -342,6 +342,75 @@ def _depthwise_wgrad_kernel(
     tl.store(part_ptr + ((split * K + k) * R + r) * S + s, tl.sum(acc, axis=0), mask=mask_n)
 
 
+@triton.jit
+def _depthwise_halo_wgrad_kernel(
+    # pointers: input, grad_output, per-split partial grad_weight
+    x_ptr, dy_ptr, part_ptr,
+    # sizes (ITEMS_PER_SPLIT: (image, output row, BLOCK_Q columns) items per reduction part)
+    N, H, W, P, Q, K, MULT, ITEMS_PER_SPLIT,
+    # strides of the input and of grad_output
+    sx_n, sx_c, sx_h, sx_w,
+    sd_n, sd_k, sd_p, sd_q,
+    # geometry
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    # meta-parameters (R_PAD, S_PAD: the filter padded to a power of two, 16 or more)
+    R: tl.constexpr, S: tl.constexpr, R_PAD: tl.constexpr, S_PAD: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, USE_INT64: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr,
+    CHUNK: tl.constexpr, CHUNKS: tl.constexpr,
+):
+    """Each program sums dw[k, r, s] = sum of dy[n, k, p, q] * x[n, k//MULT, p*sh - ph + r*dh, q*sw - pw + s*dw]
+    for BLOCK_C output channels k and every tap (r, s), over ITEMS_PER_SPLIT items of the N * P *
+    cdiv(Q, BLOCK_Q) (image, output row, column tile) items.
+
+    Grid: (channel blocks, splits). Per item and chunk of CHUNK window columns j (the tile's
+    columns plus the (S-1)*dw halo): the input rows of all R taps as one [BLOCK_C, R_PAD, CHUNK]
+    block, times the dy row's banded block T[k, j, s] = dy[n, k, p, q0 + (j - s*dw) / sw] (zero
+    off the band), one batched ``tl.dot`` into the [BLOCK_C, R_PAD, S_PAD] filter gradient: each
+    loaded element serves every tap that reaches it. Writes part[split, k, r, s] (contiguous); the
+    launcher adds the splits in a fixed order.
+    """
+    pid_k = tl.program_id(0)
+    split = tl.program_id(1)
+    k = pid_k * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_k = k < K
+    if USE_INT64:
+        k = k.to(tl.int64)
+    k_ok = mask_k[:, None, None]
+    x_chan = x_ptr + ((k // MULT) * sx_c)[:, None, None]
+    dy_chan = dy_ptr + (k * sd_k)[:, None, None]
+    tiles_q = tl.cdiv(Q, BLOCK_Q)
+    start = split * ITEMS_PER_SPLIT
+    end = tl.minimum(start + ITEMS_PER_SPLIT, N * P * tiles_q)
+    r = tl.arange(0, R_PAD)
+    taps_s = tl.arange(0, S_PAD)
+    j = tl.arange(0, CHUNK)
+    r_ok = r < R
+    acc = tl.zeros((BLOCK_C, R_PAD, S_PAD), dtype=ACC_DTYPE)
+    for step in range(start * CHUNKS, end * CHUNKS):  # flat over (item, chunk): one dot loop per program
+        item = step // CHUNKS
+        col = (step % CHUNKS) * CHUNK + j  # window column
+        n = item // (P * tiles_q)
+        p = (item // tiles_q) % P
+        q0 = (item % tiles_q) * BLOCK_Q
+        if USE_INT64:
+            n = n.to(tl.int64)
+            p = p.to(tl.int64)
+        h = p * stride_h - pad_h + r * dil_h
+        w_in = q0 * stride_w - pad_w + col
+        a = tl.load(x_chan + n * sx_n + (h * sx_h)[None, :, None] + (w_in * sx_w)[None, None, :],
+                    mask=k_ok & (r_ok & (h >= 0) & (h < H))[None, :, None] & ((w_in >= 0) & (w_in < W))[None, None, :],
+                    other=0.0)
+        # Window column ``col`` meets tap s at output column q0 + (col - s*dw) / sw.
+        offset = col[:, None] - taps_s[None, :] * dil_w
+        qi = offset // stride_w
+        on_band = (offset >= 0) & (qi * stride_w == offset) & (qi < BLOCK_Q) & (q0 + qi < Q) & (taps_s < S)[None, :]
+        t = tl.load(dy_chan + n * sd_n + p * sd_p + ((q0 + qi) * sd_q)[None, :, :], mask=k_ok & on_band[None, :, :],
+                    other=0.0)
+        acc = tl.dot(a, t, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+    part = part_ptr + ((split * K + k)[:, None, None] * R + r[None, :, None]) * S + taps_s[None, None, :]
+    tl.store(part, acc, mask=k_ok & r_ok[None, :, None] & (taps_s < S)[None, None, :])
+
+
 # Spatial patch x channel tiles; channels innermost, so a channels_last row loads as vectors.
 _PATCH_CONFIGS = [  # none spills in the fp16 channels_last sm_90 compile (4x4x128 did: 8 B)
     config(BLOCK_P=4, BLOCK_Q=8, BLOCK_N=64, num_warps=4, num_stages=2),
@@ -445,6 +514,42 @@ DEPTHWISE_HALO = TunedKernel(
     key=["H", "W", "P", "Q", "K", "MULT", "R", "S", "stride_h", "stride_w", "dil_h", "dil_w", "ACC_DTYPE",
          "DOT_PRECISION", "USE_INT64"],
     interpreter_config=_halo_config(31, 1, 1, 16, 16, _HALO_INTERPRETER_CHANNELS, 16, 4),
+)
+
+
+# The halo wgrad's tiles (BLOCK_C, CHUNK, num_warps[, num_stages]), the dot's M = R_PAD, N = S_PAD, K = CHUNK;
+# BLOCK_Q is the planner's (one per problem: the split of the items must not depend on the config).
+_HALO_WGRAD_TILES = [
+    (16, 16, 8, 1),
+    (8, 16, 4, 1),
+    (8, 16, 4, 2),
+]
+
+
+def _halo_wgrad_config(s: int, stride_w: int, dil_w: int, bq: int, bc: int, chunk: int, warps: int,
+                       stages: int = 2):
+    width = (bq - 1) * stride_w + (s - 1) * dil_w + 1
+    return config(BLOCK_Q=bq, BLOCK_C=bc, CHUNK=chunk, CHUNKS=triton.cdiv(width, chunk), num_warps=warps,
+                  num_stages=stages)
+
+
+def plan_halo_grad_weight(params: ConvParams) -> Optional[List[triton.Config]]:
+    """The halo wgrad's candidate configs (2-D, filter rows of ``HALO_MIN_TAPS`` or more taps), or None
+    when the per-tap reduction serves it. Column tiles of 32 where the output is wider than 16."""
+    if params.spatial_dims != 2 or params.s < HALO_MIN_TAPS:
+        return None
+    geometry = (params.s, params.stride[1], params.dilation[1], 32 if params.q > 16 else 16)
+    if interpreting():
+        return [_halo_wgrad_config(*geometry, _HALO_INTERPRETER_CHANNELS, 16, 4)]
+    return [_halo_wgrad_config(*geometry, *t) for t in _HALO_WGRAD_TILES]
+
+
+DEPTHWISE_HALO_WGRAD = TunedKernel(
+    _depthwise_halo_wgrad_kernel,
+    configs=[_halo_wgrad_config(31, 1, 1, 32, *t) for t in _HALO_WGRAD_TILES],  # the planner's menu, for 31x31
+    key=["N", "H", "W", "P", "Q", "K", "MULT", "ITEMS_PER_SPLIT", "R", "S", "stride_h", "stride_w", "dil_h",
+         "dil_w", "ACC_DTYPE", "DOT_PRECISION", "USE_INT64"],
+    interpreter_config=_halo_wgrad_config(31, 1, 1, 32, _HALO_INTERPRETER_CHANNELS, 16, 4),
 )
 
 
@@ -560,10 +665,26 @@ def depthwise_grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams,
     npq = params.n * params.p * params.q
     if npq == 0:
         return new_buffer(shape, dy.dtype, dy.device, channels_last).zero_()
+    part_dtype = torch.float64 if dy.dtype == torch.float64 else torch.float32
+    plan = plan_halo_grad_weight(params)
+    if plan is not None:
+        items = params.n * params.p * triton.cdiv(params.q, plan[0].kwargs["BLOCK_Q"])
+        splits, per_split = reduction_splits(items, triton.cdiv(params.k, max(c.kwargs["BLOCK_C"] for c in plan)))
+        part = new_buffer((splits,) + shape, part_dtype, dy.device)
+        DEPTHWISE_HALO_WGRAD.launch(
+            lambda meta: (triton.cdiv(params.k, meta["BLOCK_C"]), splits), plan,
+            x, dy, part,
+            params.n, params.h, params.w, params.p, params.q, params.k, params.k // params.c, per_split,
+            *x.stride(), *dy.stride(),
+            *params.geometry,
+            R=params.r, S=params.s, R_PAD=max(16, triton.next_power_of_2(params.r)),
+            S_PAD=max(16, triton.next_power_of_2(params.s)), ACC_DTYPE=acc_dtype(dy.dtype), DOT_PRECISION="ieee",
+            USE_INT64=needs_int64(x, dy, part),
+        )
+        return part.sum(0).to(dtype=dy.dtype, memory_format=memory_format(channels_last))
     # Splits for the widest channel block of the configs, so every config fills the GPU.
     widest = max(cfg.kwargs["BLOCK_N"] for cfg in DEPTHWISE_WGRAD.configs)
     splits, chunk = reduction_splits(npq, triton.cdiv(params.k, widest) * params.r * params.s)
-    part_dtype = torch.float64 if dy.dtype == torch.float64 else torch.float32
     part = new_buffer((splits,) + shape, part_dtype, dy.device)
     grid = lambda meta: (triton.cdiv(params.k, meta["BLOCK_N"]), params.r * params.s * splits)
     DEPTHWISE_WGRAD[grid](
