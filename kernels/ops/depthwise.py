@@ -19,7 +19,8 @@ cache lines.
   on chip and applies every tap of a filter row to it as one batched ``tl.dot`` with the row's
   banded (Toeplitz) weight matrix, so a window column is loaded once per filter row instead of once
   per tap and output (docs/algorithms.md, "Large kernels"). At stride 1 without a channel multiplier
-  grad_input runs on it too (the forward of dy with the flipped filter).
+  grad_input runs on it too (the forward of dy with the flipped filter); grad_weight of such filters
+  runs on the halo wgrad (all R*S taps of a row band per batched dot, instead of a pass per tap).
 * 3-D (channel-wise, as X3D's): the forward adds the depth taps to the same kernel (``DEPTH``); its
   gradients run on the implicit GEMM's 3-D dgrad and wgrad with one channel per group.
 """
