@@ -32,6 +32,7 @@ import triton.language as tl
 
 from typing import List, Optional
 
+from ..core import device
 from ..core.interpreter import interpreting
 from ..core.launcher import TunedKernel, config
 from ..core.layout import memory_format
@@ -657,6 +658,14 @@ def depthwise_grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, 
     return dx
 
 
+def _item_splits(items: int, channel_blocks: int):
+    """(splits, items per split) of the halo wgrad: two waves of programs for the widest channel block
+    (each item is a whole row tile, so no pixel quantum applies); two splits under the interpreter."""
+    wanted = 2 if interpreting() else triton.cdiv(2 * device.target().sms, channel_blocks)
+    per_split = triton.cdiv(items, max(1, min(items, wanted)))
+    return triton.cdiv(items, per_split), per_split
+
+
 def depthwise_grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams, channels_last: bool) -> torch.Tensor:
     """dw (K, 1, R, S): per channel and tap, a deterministic reduction over N*P*Q (3-D: the implicit
     GEMM's wgrad, one channel per group)."""
@@ -670,7 +679,7 @@ def depthwise_grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams,
     plan = plan_halo_grad_weight(params)
     if plan is not None:
         items = params.n * params.p * triton.cdiv(params.q, plan[0].kwargs["BLOCK_Q"])
-        splits, per_split = reduction_splits(items, triton.cdiv(params.k, max(c.kwargs["BLOCK_C"] for c in plan)))
+        splits, per_split = _item_splits(items, triton.cdiv(params.k, max(c.kwargs["BLOCK_C"] for c in plan)))
         part = new_buffer((splits,) + shape, part_dtype, dy.device)
         DEPTHWISE_HALO_WGRAD.launch(
             lambda meta: (triton.cdiv(params.k, meta["BLOCK_C"]), splits), plan,
