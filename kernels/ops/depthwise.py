@@ -1,12 +1,11 @@
 """Depthwise convolution (groups == in_channels, any channel multiplier), forward and backward.
 
 Output channel k filters input channel k // MULT with its own R x S taps (MULT = K / C, the
-channel multiplier). There is no reduction over channels, so there is nothing for a
-``tl.dot`` to do: the work is R*S multiply-adds per output element and the layer is bound by
-memory traffic. Every kernel here is direct and vectorised over channels, which are
-contiguous in channels_last (NHWC) and simply strided in NCHW. Programs tile a
-BLOCK_P x BLOCK_Q patch of one image, so the R x S taps of neighbouring pixels hit the same
-cache lines.
+channel multiplier). There is no reduction over channels: the work is R*S multiply-adds per
+output element. For small filters the kernels are direct and vectorised over channels, which are
+contiguous in channels_last (NHWC) and simply strided in NCHW; programs tile a BLOCK_P x BLOCK_Q
+patch of one image, so the R x S taps of neighbouring pixels hit the same cache lines. For large
+filters the reduction along a filter row becomes a banded matrix product (the halo kernels below).
 
 * forward: out[n, k, p, q] = sum over (r, s) of x[n, k//MULT, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k, 0, r, s].
 * grad_input is the depthwise transposed convolution, by stride phases like the generic dgrad:
