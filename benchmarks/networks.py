@@ -303,6 +303,9 @@ SUITES: Dict[str, Callable[..., nn.Module]] = {
 }
 # Suites whose first layer reads an activation, not the image (its grad_input is part of training).
 ACTIVATION_INPUT = {"replknet31b"}
+# Suites a CPU run leaves out unless named in --suites: under the interpreter im2col and direct take
+# over two minutes each on one 2-channel 31x31 layer (961 taps), for no speed figure.
+NOT_ON_INTERPRETER_BY_DEFAULT = {"replknet31b"}
 IMAGE = 224
 # One sample's input where it is not a (3, IMAGE, IMAGE) image: R3D-18's 16-frame 112x112 clip
 # (torchvision's Kinetics-400 recipe).

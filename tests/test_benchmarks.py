@@ -263,3 +263,13 @@ def test_progress_is_a_live_tqdm_bar_on_a_terminal():
     text = terminal.getvalue()
     assert "\r" in text and "second" in text and "2/2" in text
     assert text.count("\n") == 1  # redrawn in place, one line left at the end
+
+
+def test_default_suites_leave_replknet_to_the_gpu(monkeypatch):
+    """The CPU run's default suites skip RepLKNet-31B's 31x31 layers (minutes per algorithm under the
+    interpreter); named, they run; on a GPU they are in the default."""
+    monkeypatch.setattr(bench_run, "ON_GPU", False)
+    assert "replknet31b" not in bench_run.parse_args([]).suites and "convnext_tiny" in bench_run.parse_args([]).suites
+    assert bench_run.parse_args(["--suites", "replknet31b"]).suites == ["replknet31b"]
+    monkeypatch.setattr(bench_run, "ON_GPU", True)
+    assert {"replknet31b", "convnext_tiny"} <= set(bench_run.parse_args([]).suites)
