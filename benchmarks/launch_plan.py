@@ -28,7 +28,7 @@ from typing import List, Sequence
 import torch
 
 from .environment import metadata
-from .networks import SUITES, suite_cases
+from .networks import ACTIVATION_INPUT, SUITES, suite_cases
 from .report import _table
 
 OUT = Path(__file__).resolve().parent / "results" / "h100-launch-plan"
@@ -47,7 +47,8 @@ def record_suite(suite: str, batch: int, dtype: torch.dtype, channels_last: bool
             t0 = time.perf_counter()
             launch_plan.record_conv2d(
                 plan, case.input_shape, case.weight_shape, **case.conv_args(), bias=case.bias, dtype=dtype,
-                channels_last=channels_last, input_grad=index > 0,  # the first layer reads the image
+                # the first layer reads the image (a suite of ACTIVATION_INPUT: an activation)
+                channels_last=channels_last, input_grad=index > 0 or suite in ACTIVATION_INPUT,
                 net=suite, layer=case.layer, count=case.count, shape=case.describe())
             print(f"[{suite}] {case.layer:<28} {case.describe():<26} {time.perf_counter() - t0:6.1f} s",
                   file=sys.stderr, flush=True)

@@ -2,12 +2,14 @@
 it once with forward hooks, each unique layer once with its count in the network.
 
 Nothing here is typed by hand: the shapes come from the ``cnn`` models (ResNet-50, VGG-16,
-MobileNetV2, EfficientNet-B0 and DenseNet-121 at 224x224; R3D-18 on 16-frame 112x112 clips) and
+MobileNetV2, EfficientNet-B0, DenseNet-121 and ConvNeXt-Tiny at 224x224; R3D-18 on 16-frame 112x112
+clips), from ``RepLKNet31BLargeKernels`` (RepLKNet-31B's large-kernel depthwise layers) and
 from the decoder / sequence networks of ``variant_networks`` (DCGAN's generator, U-Net's
 up-convolutions, Mamba's depthwise conv1d), and ``conv_layers`` works on any ``nn.Module`` (its
 Conv1d/2d/3d and ConvTranspose1d/2d/3d layers). EfficientNet-B0 brings 5x5 depthwise and
 squeeze-and-excitation (1x1 convolutions on 1x1 maps), DenseNet-121 many narrow 1x1 bottlenecks
-over ever wider concatenations, R3D-18 the 3x3x3 video convolutions.
+over ever wider concatenations, R3D-18 the 3x3x3 video convolutions, ConvNeXt-Tiny a 7x7 depthwise
+convolution in every block, RepLKNet-31B depthwise kernels of 31x31 down to 13x13.
 """
 from __future__ import annotations
 
@@ -259,6 +261,35 @@ def _cnn_builder(name: str) -> Callable[..., nn.Module]:
     return build
 
 
+class RepLKNet31BLargeKernels(nn.Module):
+    """The large-kernel depthwise convolutions of RepLKNet-31B (Ding et al. 2022; the official
+    ``create_RepLKNet31B``: channels 128 / 256 / 512 / 1024, 2 / 2 / 18 / 2 blocks, large kernels
+    31 / 29 / 27 / 13, "same" padding, with bias after re-parameterisation) at its stage sizes for a
+    224x224 image: 56^2, 28^2, 14^2, 7^2. Only those layers: between the stages the input is halved
+    spatially (average pooling) and its channels repeated, where the real network has its BN, 1x1
+    and transition convolutions, so the suite's layers are exactly the network's 24 large-kernel ones."""
+
+    CHANNELS = (128, 256, 512, 1024)
+    BLOCKS = (2, 2, 18, 2)
+    KERNELS = (31, 29, 27, 13)
+
+    def __init__(self):
+        super().__init__()
+        from cnn import Conv2d
+
+        self.stages = nn.ModuleList(
+            nn.Sequential(*[Conv2d(c, c, k, padding=k // 2, groups=c) for _ in range(n)])
+            for c, n, k in zip(self.CHANNELS, self.BLOCKS, self.KERNELS))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.avg_pool2d(x, 4).repeat(1, self.CHANNELS[0] // x.shape[1] + 1, 1, 1)[:, :self.CHANNELS[0]]
+        for i, stage in enumerate(self.stages):
+            if i:
+                x = F.avg_pool2d(x, 2).repeat(1, 2, 1, 1)
+            x = stage(x)
+        return x
+
+
 # Suite name -> builder of the network (a cnn model: its convs are cnn.Conv2d / cnn.Conv3d, i.e. kernels').
 SUITES: Dict[str, Callable[..., nn.Module]] = {
     "resnet50": _cnn_builder("resnet50"),
@@ -267,7 +298,14 @@ SUITES: Dict[str, Callable[..., nn.Module]] = {
     "efficientnet_b0": _cnn_builder("efficientnet_b0"),
     "densenet121": _cnn_builder("densenet121"),
     "r3d_18": _cnn_builder("r3d_18"),
+    "convnext_tiny": _cnn_builder("convnext_tiny"),
+    "replknet31b": lambda **kwargs: RepLKNet31BLargeKernels(**kwargs),
 }
+# Suites whose first layer reads an activation, not the image (its grad_input is part of training).
+ACTIVATION_INPUT = {"replknet31b"}
+# Suites a CPU run leaves out unless named in --suites: under the interpreter im2col and direct take
+# over two minutes each on one 2-channel 31x31 layer (961 taps), for no speed figure.
+NOT_ON_INTERPRETER_BY_DEFAULT = {"replknet31b"}
 IMAGE = 224
 # One sample's input where it is not a (3, IMAGE, IMAGE) image: R3D-18's 16-frame 112x112 clip
 # (torchvision's Kinetics-400 recipe).

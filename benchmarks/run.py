@@ -28,7 +28,8 @@ from .environment import ON_GPU, PRECISIONS, device_slug, metadata
 from .layers import LAYOUTS, counts, run_case
 from .models import MODEL_IMPLS
 from .networks import (
-    SUITE_BATCHES, SUITES, ConvCase, all_suites, input_size, interpreter_scale, scaled_down, suite_cases,
+    NOT_ON_INTERPRETER_BY_DEFAULT, SUITE_BATCHES, SUITES, ConvCase, all_suites, input_size, interpreter_scale,
+    scaled_down, suite_cases,
 )
 from .progress import Progress
 from .session import STAGE_VARIABLE
@@ -64,7 +65,8 @@ def shard(text: str) -> Tuple[int, int]:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suites", nargs="+", choices=all_suites(), default=all_suites())
+    parser.add_argument("--suites", nargs="+", choices=all_suites(),
+                        help="default: all (on the CPU all but NOT_ON_INTERPRETER_BY_DEFAULT's, replknet31b)")
     parser.add_argument("--batches", nargs="+", type=int, help="default: 32 on a GPU, 1 on the CPU")
     parser.add_argument("--dtypes", nargs="+", choices=list(PRECISIONS),
                         help="tf32 = float32 with TF32 on; default: float16 bfloat16 on a GPU, float32 on the CPU")
@@ -103,6 +105,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="with --warm: take every N-th step from the I-th (N processes compile in parallel)")
     args = parser.parse_args(argv)
     args.batches_given = args.batches is not None
+    args.suites = args.suites or [s for s in all_suites() if ON_GPU or s not in NOT_ON_INTERPRETER_BY_DEFAULT]
     if args.full:
         args.batches = args.batches or [1, 32, 256]
         args.dtypes = args.dtypes or list(PRECISIONS)

@@ -1,4 +1,4 @@
-"""The model layer: the classic CNNs, LeNet-5 to EfficientNet, and the video ResNets, on our kernels.
+"""The model layer: the classic CNNs, LeNet-5 to EfficientNet and ConvNeXt, and the video ResNets, on our kernels.
 
 Builders have torchvision's names, arguments and ``state_dict`` keys; ``cnn.Conv2d`` is an
 ``nn.Conv2d`` computed by ``kernels.conv2d`` (``cnn.Conv3d``: ``kernels.conv3d``); ``cnn.convert``
@@ -9,6 +9,7 @@ from .fuse import FusedConv2dBN, FusedConv3dBN, fuse
 from .layers import BasicConv2d, ConvNormActivation, SqueezeExcitation, StochasticDepth, make_divisible
 from .profile import LayerProfile, Profile, profile
 from .alexnet import AlexNet, alexnet
+from .convnext import ConvNeXt, convnext_base, convnext_large, convnext_small, convnext_tiny
 from .densenet import DenseNet, densenet121, densenet161, densenet169, densenet201
 from .efficientnet import (
     EfficientNet, efficientnet_b0, efficientnet_b1, efficientnet_b2, efficientnet_b3, efficientnet_b4,
@@ -45,6 +46,7 @@ TORCHVISION_MODELS = (
     "efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7",
     "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0",
     "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3",
+    "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
 )
 EXTRA_MODELS = ("mobilenet_v1", "se_resnet50", "se_resnext50_32x4d", "lenet5")
 MODELS = TORCHVISION_MODELS + EXTRA_MODELS  # image classifiers: (N, 3, H, W) in
@@ -58,4 +60,5 @@ MIN_INPUT_SIZE = {
     "densenet121": 29, "densenet161": 29, "densenet169": 29, "densenet201": 29,
     "vgg11": 32, "vgg11_bn": 32, "vgg13": 32, "vgg13_bn": 32, "vgg16": 32, "vgg16_bn": 32, "vgg19": 32,
     "vgg19_bn": 32, "lenet5": 32,
+    "convnext_tiny": 32, "convnext_small": 32, "convnext_base": 32, "convnext_large": 32,
 }

@@ -62,6 +62,12 @@ NETWORKS = {
     "efficientnet_b0": (0.386e9 - 1280 * 1000, 81),
     "densenet121": (2.834e9 - 1024 * 1000, 120),
     "r3d_18": (40.697e9 - 512 * 400, 20),
+    # ConvNeXt-Tiny: torchvision's 4.456 G less the blocks' MLPs (8 c^2 per pixel) and the head.
+    "convnext_tiny": (4.456e9 - 768 * 1000 - sum(n * 8 * c * c * (56 >> i) ** 2 for i, (c, n) in
+                                                 enumerate(zip((96, 192, 384, 768), (3, 3, 9, 3)))), 22),
+    # RepLKNet-31B's large-kernel layers: its paper's channels, blocks, kernels and stage sizes.
+    "replknet31b": (sum(n * c * k * k * (56 >> i) ** 2 for i, (c, n, k) in
+                        enumerate(zip((128, 256, 512, 1024), (2, 2, 18, 2), (31, 29, 27, 13)))), 24),
 }
 
 
@@ -257,3 +263,13 @@ def test_progress_is_a_live_tqdm_bar_on_a_terminal():
     text = terminal.getvalue()
     assert "\r" in text and "second" in text and "2/2" in text
     assert text.count("\n") == 1  # redrawn in place, one line left at the end
+
+
+def test_default_suites_leave_replknet_to_the_gpu(monkeypatch):
+    """The CPU run's default suites skip RepLKNet-31B's 31x31 layers (minutes per algorithm under the
+    interpreter); named, they run; on a GPU they are in the default."""
+    monkeypatch.setattr(bench_run, "ON_GPU", False)
+    assert "replknet31b" not in bench_run.parse_args([]).suites and "convnext_tiny" in bench_run.parse_args([]).suites
+    assert bench_run.parse_args(["--suites", "replknet31b"]).suites == ["replknet31b"]
+    monkeypatch.setattr(bench_run, "ON_GPU", True)
+    assert {"replknet31b", "convnext_tiny"} <= set(bench_run.parse_args([]).suites)

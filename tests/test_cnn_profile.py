@@ -43,6 +43,10 @@ PUBLISHED = {
     "mnasnet0_75": (0.215, 3_170_208),
     "mnasnet1_0": (0.314, 4_383_312),
     "mnasnet1_3": (0.526, 6_282_256),
+    "convnext_tiny": (4.456, 28_589_128),
+    "convnext_small": (8.684, 50_223_688),
+    "convnext_base": (15.355, 88_591_464),
+    "convnext_large": (34.361, 197_767_336),
 }
 # The input each figure is published at, where not 224x224, and builder arguments.
 IMAGE = {"inception_v3": 299, "efficientnet_b1": 240, "efficientnet_b2": 288, "efficientnet_b3": 300,

@@ -68,7 +68,7 @@ _TABLE = [
         unsupported=depthwise.unsupported,
         forward=depthwise.depthwise_forward, count=direct_macs,
         grad_input=depthwise.depthwise_grad_input, grad_weight=depthwise.depthwise_grad_weight,
-        description="depthwise: per-channel R x S filters vectorised over channels, no tl.dot",
+        description="depthwise: per-channel R x S filters vectorised over channels; filter rows of 7+ taps on the halo kernel (one banded tl.dot per filter row)",
         three_d=True,  # forward on the depthwise kernel, gradients on the implicit GEMM
     ),
     _winograd(F2),

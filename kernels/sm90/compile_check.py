@@ -111,6 +111,13 @@ CALLS: List[Call] = [
     # grows with the element size past the plan's (F(4x4) fp64 needed 319 KB at two stages).
     Call(Layer("tests.winograd", 16, 8, 16, 3, padding=1), "winograd_f2", ("fp32", "fp64"), ("fwd",)),
     Call(Layer("tests.winograd", 16, 8, 16, 3, padding=1), "winograd_f4", ("fp32", "fp64"), ("fwd",)),
+    # Large-kernel depthwise (the halo forward; the direct dgrad / wgrad at 31 x 31 taps) in the three
+    # training dtypes: RepLKNet-31B's first-stage 31x31 and last-stage 13x13, ConvNeXt's 7x7 (with bias).
+    Call(Layer("replknet31b.stages.0.lk", 128, 56, 128, 31, padding=15, groups=128), "depthwise", ("fp16", "bf16", "fp32")),
+    Call(Layer("replknet31b.stages.3.lk", 1024, 7, 1024, 13, padding=6, groups=1024), "depthwise",
+         ("fp16", "bf16", "fp32"), ("fwd",)),
+    Call(Layer("convnext_tiny.features.1.0.block.0", 96, 56, 96, 7, padding=3, groups=96, bias=True), "auto",
+         ("fp16", "bf16", "fp32"), ("fwd",)),
     # 3-D (the DEPTH variants of the implicit-GEMM kernels): R3D-18's 3x3x3 block conv and 1x1x1 downsample.
     Call(Layer("r3d_18.layer2.1.conv1.0", 128, 28, 128, 3, padding=1, d=8, t=3), "auto", ("fp16",)),
     Call(Layer("r3d_18.layer2.0.downsample.0", 64, 56, 128, 1, stride=2, d=16), "auto", ("fp16",)),
