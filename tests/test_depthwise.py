@@ -141,11 +141,12 @@ def test_halo_plan(gpu, monkeypatch):
         return ConvParams.from_tensors(x, w, None, stride, (r // 2 * dilation, s // 2 * dilation), dilation, 128)
 
     assert plan_halo(params(3, 3)) is None and plan_halo(params(7, 5)) is None
-    for p, candidates in [(params(31, 31), 5), (params(13, 13, h=7), 2), (params(7, 7, stride=2, dilation=3), 5)]:
+    for p, candidates in [(params(31, 31), 2), (params(13, 13, h=7), 2), (params(7, 7, stride=2, dilation=3), 2)]:
         plan = plan_halo(p)
         assert plan
         for cfg in plan:
             m = cfg.kwargs
             assert m["CHUNKS"] * m["CHUNK"] >= (m["BLOCK_Q"] - 1) * p.stride[1] + (p.s - 1) * p.dilation[1] + 1
             assert min(m["BLOCK_P"], m["BLOCK_Q"], m["CHUNK"]) >= 16
-        assert len(plan) == (candidates if gpu else 1)  # at 7x7 outputs only the 16x16 tiles are kept
+            assert cfg.num_warps <= 4  # a flattened loop at 8 warps: pytorch#173068
+        assert len(plan) == (candidates if gpu else 1)

@@ -456,12 +456,12 @@ DEPTHWISE_WGRAD = TunedKernel(
 # (16 fp16 channels: one 32-byte sector per pixel in channels_last). None spills in the sm_90 compile at
 # 31x31, 13x13 and 7x7 in fp16, bf16 and fp32 (32x32 tiles at 8 warps spilled 24-32 B in fp32, 32x16 and
 # 16x32 at 4 warps 208-248 B).
+# 8-warp tiles (16x32 and 32x16 at 8 warps load fewer elements per output and do not spill) stay out until
+# a GPU test shows this flattened (filter row x chunk) loop correct at 8 warps: such a loop has been
+# miscompiled by Triton at num_warps=8 (pytorch#173068), gemm/plan.py's FLATTENED_LOOP_MAX_WARPS.
 _HALO_TILES = [
-    (16, 32, 16, 16, 8),
-    (32, 16, 16, 16, 8, 1),
     (16, 16, 16, 16, 4, 1),
     (16, 16, 16, 16, 4),
-    (32, 16, 16, 16, 8),
 ]
 _HALO_INTERPRETER_CHANNELS = 64  # the interpreter runs the grid one program at a time: few, wide programs
 HALO_MIN_TAPS = 7  # filter-row taps from which the halo kernel serves the forward (ConvNeXt's 7x7 up)
@@ -520,8 +520,7 @@ DEPTHWISE_HALO = TunedKernel(
 
 # The halo wgrad's tiles (BLOCK_C, CHUNK, num_warps[, num_stages]), the dot's M = R_PAD, N = S_PAD, K = CHUNK;
 # BLOCK_Q is the planner's (one per problem: the split of the items must not depend on the config).
-_HALO_WGRAD_TILES = [
-    (16, 16, 8, 1),
+_HALO_WGRAD_TILES = [  # at most 4 warps, as _HALO_TILES
     (8, 16, 4, 1),
     (8, 16, 4, 2),
 ]
