@@ -220,3 +220,34 @@ def test_strided_rxs_outside_the_phase_view(case, device):
     _forward_and_grads(case, torch.float16, device, "channels_last", algorithm="im2col")
     assert _ran(before, CONV_TMA) == 1 and not _ran(before, CONV_TMA_WGRAD) and not _ran(before, "_dgrad_kernel")
     assert _ran(before, "_im2col_forward_kernel") == _ran(before, "_wgrad_kernel") == 1
+
+
+def test_gpu_times_both_data_paths_and_keeps_the_faster(device, monkeypatch):
+    """On a GPU each TMA-eligible launch is timed on both data paths once per problem and the faster
+    is kept (``launcher.run_fastest``). Here the timer is faked to report cp.async faster: the first
+    call times both paths, the second runs cp.async only, and both give PyTorch's numbers."""
+    import triton.testing
+
+    from kernels.core import launcher
+
+    timed = []
+
+    def fake_do_bench(fn, **kwargs):
+        before = _launches()
+        fn()
+        tma_ran = any(_ran(before, name) for name in (TMA_KERNEL, CONV_TMA, CONV_TMA_WGRAD))
+        timed.append("tma" if tma_ran else "cp.async")
+        return 2.0 if tma_ran else 1.0
+
+    monkeypatch.setattr(launcher, "_can_time", lambda: True)
+    monkeypatch.setattr(triton.testing, "do_bench", fake_do_bench)
+    monkeypatch.setattr(launcher, "FASTEST_PATHS", {})
+    for call in range(2):
+        timed.clear()
+        before = _launches()
+        _forward_and_grads(PLAIN, torch.float32, device, "channels_last")
+        assert timed == (["tma", "cp.async"] * 3 if call == 0 else [])
+        assert _ran(before, TMA_KERNEL) == (3 if call == 0 else 0)  # forward, dgrad, wgrad: timed once each
+        assert all(_ran(before, name) == (2 if call == 0 else 1) for name in CPASYNC)  # timed once, then run
+    assert sorted(family for family, _ in launcher.FASTEST_PATHS) == ["forward", "grad_input", "grad_weight"]
+    assert set(launcher.FASTEST_PATHS.values()) == {"cp.async"}

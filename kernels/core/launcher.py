@@ -11,6 +11,8 @@ Every kernel of the package is wrapped in a ``TunedKernel``. The wrapper
 * for kernels whose launch is planned per problem (tile, split-K: ``TunedKernel.launch``), the
   planner's candidates replace the static list: on a GPU they are what the autotuner times,
   under the interpreter the first one runs, and the launch returns the config that ran;
+* ``run_fastest`` chooses between whole launch paths of one problem (the implicit GEMM's TMA and
+  cp.async kernels): on a GPU it times each once per problem and keeps the faster;
 * records itself in ``ALL_KERNELS``, and reports every launch to ``LAUNCH_OBSERVER`` when one
   is set: ``kernels.sm90.launch_plan`` records there what an H100 would run (the sm_90 compile
   check, ``kernels/sm90/compile_check.py``, and the benchmarks' launch plan are built on it).
@@ -19,8 +21,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, Hashable, List, Mapping, Optional, Sequence
 
+import torch
 import triton
 
 from . import device
@@ -35,6 +38,36 @@ LAUNCHES: Counter = Counter()
 # ``observer(kernel, grid, launcher) -> launcher``, called on every launch when set (only by
 # ``kernels.sm90.launch_plan.recording``): it sees the TunedKernel, its grid and the launch.
 LAUNCH_OBSERVER: Optional[Callable] = None
+
+# (family, problem key) -> the launch path ``run_fastest`` timed fastest on this GPU, for the process's life.
+FASTEST_PATHS: Dict[tuple, str] = {}
+
+
+def _can_time() -> bool:
+    """True where a timing means something: a real GPU, not the interpreter, not the compile-only
+    recorder (``LAUNCH_OBSERVER``), not inside a CUDA-graph capture."""
+    return (not interpreting() and LAUNCH_OBSERVER is None and torch.cuda.is_available()
+            and not torch.cuda.is_current_stream_capturing())
+
+
+def run_fastest(family: str, key: Hashable, paths: Mapping[str, Callable[[], object]]):
+    """Run one of ``paths`` (name -> a thunk that does the whole launch and returns its result; listed
+    best predicted first) and return its result.
+
+    The first call of a (family, key) on a GPU times every path (``triton.testing.do_bench``, median;
+    each thunk autotunes its own kernel's configs on its first run) and remembers the fastest in
+    ``FASTEST_PATHS``; ties keep the predicted order. Where nothing can be timed (interpreter,
+    compile-only recording, graph capture) the first path runs and nothing is remembered. Every thunk
+    must write its whole result on each run (they are run repeatedly while timed)."""
+    names = list(paths)
+    chosen = FASTEST_PATHS.get((family, key))
+    if chosen is None:
+        if len(names) == 1 or not _can_time():
+            return paths[names[0]]()
+        times = {name: triton.testing.do_bench(paths[name], return_mode="median") for name in names}
+        chosen = FASTEST_PATHS[(family, key)] = min(names, key=times.__getitem__)
+    return paths[chosen]()
+
 
 def config(num_warps=4, num_stages=3, **meta) -> triton.Config:
     """A ``triton.Config`` from its meta-parameters as keywords."""

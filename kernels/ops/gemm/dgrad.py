@@ -191,17 +191,21 @@ DGRAD = TunedKernel(
     interpreter_config=gemm_plan.INTERPRETER_CONFIG, tile_operands=gemm_plan.TILE_OPERANDS,
 )
 
-def grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, channels_last: bool) -> torch.Tensor:
-    """dx for ``params``, in channels_last (channels_last_3d) or contiguous layout as asked."""
+def grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, channels_last: bool,
+               data_path=None) -> torch.Tensor:
+    """dx for ``params``, in channels_last (channels_last_3d) or contiguous layout as asked; a TMA
+    kernel first where one serves the call (timed against this one on a GPU, as ``im2col_forward``)."""
     dx = new_buffer(params.input_shape, dy.dtype, dy.device, channels_last=True)
     if dx.numel() == 0:
         return finish(dx, channels_last)
     dy = nhwc(dy)
     w = channels_last_weight(w)
-    if gemm_plan.data_paths(pointwise_tma.grad_input_unsupported(params, dy, w, dx))[0] == "tma":
-        return finish(pointwise_tma.grad_input(dy, w, dx, params), channels_last)
-    if gemm_plan.data_paths(conv_tma.grad_input_unsupported(params, dy, w, dx))[0] == "tma":
-        return finish(conv_tma.grad_input(dy, w, dx, params), channels_last)
+    tma = next((f for f in (pointwise_tma, conv_tma) if f.grad_input_unsupported(params, dy, w, dx) is None), None)
+    if tma is not None and data_path is None:
+        return gemm_plan.run_on_fastest_path(
+            "grad_input", (params, dy.stride(), w.stride(), channels_last),
+            lambda: finish(tma.grad_input(dy, w, dx, params), channels_last),
+            lambda: grad_input(dy, w, params, channels_last, data_path="cp.async"))
     sd, sh, sw = params.stride_d, *params.stride
     d_per_phase, h_per_phase, w_per_phase = triton.cdiv(params.d, sd), triton.cdiv(params.h, sh), triton.cdiv(params.w, sw)
     (tap_step_d, row_step_d), (tap_step_h, row_step_h), (tap_step_w, row_step_w) = (

@@ -21,6 +21,8 @@ use 8-warp 128x256 tiles.
 """
 from __future__ import annotations
 
+import functools
+
 import triton
 import triton.language as tl
 
@@ -196,20 +198,26 @@ def forward_problem(params: ConvParams, element_bytes: int) -> gemm_plan.GemmPro
         outer_blocks=taps, programs=params.groups, element_bytes=element_bytes, flattened=taps > 1)
 
 
-def im2col_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, residual=None, activation=0):
+def im2col_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, residual=None, activation=0,
+                   data_path=None):
     """Launch the implicit-GEMM forward (split-K when planned); returns the output in PyTorch's
-    memory format."""
+    memory format. Where a TMA kernel can serve the call it is the first of the data paths
+    (``plan.run_on_fastest_path``: timed against this cp.async kernel on a GPU); ``data_path="cp.async"``
+    forces the cp.async kernel."""
     x = nhwc(x)
     w = channels_last_weight(w)
     out = new_buffer(params.output_shape, params.dtype, x.device, channels_last=True)
     if out.numel() == 0:
         return finish(out, params.channels_last)
-    if gemm_plan.data_paths(pointwise_tma.forward_unsupported(params, x, w, out, residual))[0] == "tma":
-        pointwise_tma.forward(x, w, out, bias, params, scale=scale, shift=shift, residual=residual, activation=activation)
-        return finish(out, params.channels_last)
-    if gemm_plan.data_paths(conv_tma.forward_unsupported(params, x, w, out, residual))[0] == "tma":
-        conv_tma.forward(x, w, out, bias, params, scale=scale, shift=shift, residual=residual, activation=activation)
-        return finish(out, params.channels_last)
+    epilogue_kw = dict(scale=scale, shift=shift, residual=residual, activation=activation)
+    tma = next((f for f in (pointwise_tma, conv_tma) if f.forward_unsupported(params, x, w, out, residual) is None), None)
+    if tma is not None and data_path is None:
+        def on_tma():
+            tma.forward(x, w, out, bias, params, **epilogue_kw)
+            return finish(out, params.channels_last)
+        key = (params, x.stride(), w.stride(), bias is not None, scale is not None, residual is not None, activation)
+        return gemm_plan.run_on_fastest_path("forward", key, on_tma, functools.partial(
+            im2col_forward, x, w, bias, params, **epilogue_kw, data_path="cp.async"))
     candidates = gemm_plan.plan(forward_problem(params, x.element_size()))
     splits = gemm_plan.largest_split(candidates)
     m = params.n * params.o * params.p * params.q

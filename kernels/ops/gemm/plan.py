@@ -21,7 +21,7 @@ one runs with interpreter-sized tiles. The decisions, all functions of the probl
   (waves of CTAs x each CTA's share of the reduction on its tile, larger tiles more efficient).
   Only the order is predicted; on a GPU the candidates are timed.
 * **Data path** (``data_paths``): TMA first on sm_90 where the descriptor rules hold, cp.async for
-  every call.
+  every call; on a GPU both are timed once per problem and the faster kept (``run_on_fastest_path``).
 * **Vector width**: the largest power of two (up to 16 bytes) dividing every channel count,
   channel offset and row stride a kernel forms addresses from; the kernels assert it with
   ``tl.multiple_of``, so channel runs of 24 or 40 elements still load as 16-byte vectors.
@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 import triton
 
 from ...core import device
 from ...core.interpreter import interpreting
-from ...core.launcher import config
+from ...core.launcher import config, run_fastest
 
 MIN_ITERATIONS_PER_SPLIT = 2
 MAX_SPLITS = 256
@@ -186,9 +186,16 @@ def data_paths(tma_unsupported: Optional[str]) -> List[str]:
     """The operand data paths that may serve a GEMM launch, predicted best first: TMA (tensor
     descriptors, ``tma.py``) wherever its rules hold (``tma_unsupported``, the reason they do not, is
     None) and the target has a copy engine (sm_90), then cp.async, which serves every call. Hopper's
-    fastest GEMMs all load by TMA, so it goes first; the GPU's autotuner times the configs of the
-    path taken (a timing of one path against the other is not made: not measured)."""
+    fastest GEMMs all load by TMA, so it goes first; on a GPU ``run_on_fastest_path`` times both."""
     return (["tma"] if tma_unsupported is None else []) + ["cp.async"]
+
+
+def run_on_fastest_path(family: str, key, tma: Optional[Callable], cp_async: Callable):
+    """Run one GEMM launch on its data paths' fastest and return the result: ``tma`` (a thunk, None
+    where the descriptor rules fail) and ``cp_async`` (a thunk) in ``data_paths``' order; on a GPU
+    the first call per (family, key) times both (``launcher.run_fastest``), elsewhere TMA runs."""
+    runs = {"tma": tma, "cp.async": cp_async}
+    return run_fastest(family, key, {name: runs[name] for name in data_paths(None if tma else "no TMA")})
 
 
 def static_menu(flattened: bool, element_bytes: int = 2) -> List[triton.Config]:

@@ -126,8 +126,10 @@ WGRAD = TunedKernel(
     interpreter_config=gemm_plan.INTERPRETER_CONFIG, tile_operands=gemm_plan.TILE_OPERANDS,
 )
 
-def grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams, channels_last: bool) -> torch.Tensor:
-    """dw for ``params`` (K, C/groups, R, S), or (K, C/groups, T, R, S) in 3-D, deterministic."""
+def grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams, channels_last: bool,
+                data_path=None) -> torch.Tensor:
+    """dw for ``params`` (K, C/groups, R, S), or (K, C/groups, T, R, S) in 3-D, deterministic; a TMA
+    kernel first where one serves the call (timed against this one on a GPU, as ``im2col_forward``)."""
     shape = params.weight_shape
     # The kernels write (K, R, S, C/groups) order: a channels_last weight.
     dw = new_buffer(shape, dy.dtype, dy.device, channels_last=True)
@@ -135,10 +137,12 @@ def grad_weight(dy: torch.Tensor, x: torch.Tensor, params: ConvParams, channels_
     if npq == 0:
         return finish(dw.zero_(), channels_last)
     dy, x = nhwc(dy), nhwc(x)
-    if gemm_plan.data_paths(pointwise_tma.grad_weight_unsupported(params, dy, x, dw))[0] == "tma":
-        return finish(pointwise_tma.grad_weight(dy, x, dw, params), channels_last)
-    if gemm_plan.data_paths(conv_tma.grad_weight_unsupported(params, dy, x, dw))[0] == "tma":
-        return finish(conv_tma.grad_weight(dy, x, dw, params), channels_last)
+    tma = next((f for f in (pointwise_tma, conv_tma) if f.grad_weight_unsupported(params, dy, x, dw) is None), None)
+    if tma is not None and data_path is None:
+        return gemm_plan.run_on_fastest_path(
+            "grad_weight", (params, dy.stride(), x.stride(), channels_last),
+            lambda: finish(tma.grad_weight(dy, x, dw, params), channels_last),
+            lambda: grad_weight(dy, x, params, channels_last, data_path="cp.async"))
     taps = params.t * params.r * params.s
     candidates = gemm_plan.plan(gemm_plan.GemmProblem(
         m=params.k_per_group, n=params.c_per_group, reduction_block=npq, outer_blocks=1,
