@@ -22,7 +22,10 @@ _INT32_LIMIT = 2**31 - 1
 
 
 def acc_dtype(dtype: torch.dtype):
-    """fp32 accumulation for fp16/bf16/fp32; fp64 stays fp64 (gradcheck)."""
+    """fp32 accumulation for fp16/bf16/fp32 and float8; fp64 stays fp64 (gradcheck); int8 sums in
+    int32 (exact)."""
+    if dtype == torch.int8:
+        return tl.int32
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 

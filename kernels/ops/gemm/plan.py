@@ -185,6 +185,19 @@ def static_menu(flattened: bool, element_bytes: int = 2) -> List[triton.Config]:
             for bm, bn, warps, _ in _TILES if not (flattened and warps > FLATTENED_LOOP_MAX_WARPS)]
 
 
+def unsplit(candidates: Sequence[triton.Config]) -> List[triton.Config]:
+    """``candidates`` with SPLIT_K = 1 (duplicates dropped): for launches whose sums must not go
+    through fp32 partials (the 8-bit forward's exact int32 sums)."""
+    out, seen = [], set()
+    for cfg in candidates:
+        kwargs = dict(cfg.kwargs, SPLIT_K=1)
+        key = (tuple(sorted(kwargs.items())), cfg.num_warps, cfg.num_stages)
+        if key not in seen:
+            seen.add(key)
+            out.append(config(num_warps=cfg.num_warps, num_stages=cfg.num_stages, **kwargs))
+    return out
+
+
 def largest_split(candidates: Sequence[triton.Config]) -> int:
     return max(cfg.kwargs["SPLIT_K"] for cfg in candidates)
 
