@@ -79,7 +79,8 @@ def new_buffer(shape, dtype, device, channels_last: bool = False) -> torch.Tenso
     fmt = memory_format(channels_last and len(shape) in (4, 5), len(shape))
     out = torch.empty(shape, dtype=dtype, device=device, memory_format=fmt)
     if POISON_OUTPUTS:
-        out.fill_(float("nan"))
+        # int8 (a quantized output) has no NaN: -128, which only a saturated negative output stores.
+        out.fill_(float("nan") if out.is_floating_point() else -128)
     return out
 
 
