@@ -104,11 +104,16 @@ def store_conv_tile(acc, n, p, q, k, mask_m, mask_n, output, epilogue, quant=Non
         v += res.to(v.dtype)
     v = apply_activation(v, ACTIVATION)
     out_rows = n * so_n + p * so_p + q * so_q
+    out_ptrs = out_ptr + out_rows[:, None] + k[None, :] * so_k
     if quant is not None:
+        # The stores stay inside the branches: a value changing type across an `if` does not compile.
         oscale_ptr, QUANTIZE = quant
         if QUANTIZE:
-            v = quantize_tile(v / tl.load(oscale_ptr), out_ptr.dtype.element_ty)
-    tl.store(out_ptr + out_rows[:, None] + k[None, :] * so_k, v.to(out_ptr.dtype.element_ty), mask=mask)
+            tl.store(out_ptrs, quantize_tile(v / tl.load(oscale_ptr), out_ptr.dtype.element_ty), mask=mask)
+        else:
+            tl.store(out_ptrs, v.to(out_ptr.dtype.element_ty), mask=mask)
+    else:
+        tl.store(out_ptrs, v.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 class EpilogueArguments(NamedTuple):
