@@ -65,30 +65,32 @@ def main(argv=None) -> int:
     parser.add_argument("--networks", nargs="*", default=["resnet18", "mobilenet_v2"])
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--no-digits", action="store_true", help="skip (a)/(b) on the digits ResNet")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     result = {"digits": {}, "layers": {}, "networks": {}}
 
-    model, calibration, (x_test, y_test), train_s = _digits(args.train_images, args.epochs, args.test_images,
-                                                            args.calibration_images, args.width)
-    result["digits"]["train_seconds"] = round(train_s, 1)
-    result["digits"]["test_images"] = len(x_test)
-    result["digits"]["fp32"] = accuracy(model, x_test, y_test)
-    with torch.no_grad():
-        float_logits = model(x_test)
-    for dname, dtype in DTYPES.items():
-        for observer in OBSERVERS:
-            t0 = time.perf_counter()
-            q = cnn.quantize(model, calibration, dtype, observer)
-            acc = accuracy(q, x_test, y_test)
-            with torch.no_grad():
-                db = sqnr(float_logits, q(x_test))
-            result["digits"][f"{dname}/{observer}"] = dict(accuracy=acc, logits_sqnr_db=round(db, 2),
-                                                          seconds=round(time.perf_counter() - t0, 1))
-            result["layers"].setdefault("digits_resnet", {})[f"{dname}/{observer}"] = {
-                k: round(v, 2) for k, v in layer_sqnr(model, calibration, dtype, observer).items()}
-    print(json.dumps(result["digits"], indent=1), flush=True)
+    if not args.no_digits:
+        model, calibration, (x_test, y_test), train_s = _digits(args.train_images, args.epochs, args.test_images,
+                                                                args.calibration_images, args.width)
+        result["digits"]["train_seconds"] = round(train_s, 1)
+        result["digits"]["test_images"] = len(x_test)
+        result["digits"]["fp32"] = accuracy(model, x_test, y_test)
+        with torch.no_grad():
+            float_logits = model(x_test)
+        for dname, dtype in DTYPES.items():
+            for observer in OBSERVERS:
+                t0 = time.perf_counter()
+                q = cnn.quantize(model, calibration, dtype, observer)
+                acc = accuracy(q, x_test, y_test)
+                with torch.no_grad():
+                    db = sqnr(float_logits, q(x_test))
+                result["digits"][f"{dname}/{observer}"] = dict(accuracy=acc, logits_sqnr_db=round(db, 2),
+                                                              seconds=round(time.perf_counter() - t0, 1))
+                result["layers"].setdefault("digits_resnet", {})[f"{dname}/{observer}"] = {
+                    k: round(v, 2) for k, v in layer_sqnr(model, calibration, dtype, observer).items()}
+        print(json.dumps(result["digits"], indent=1), flush=True)
 
     for name in args.networks:
         t0 = time.perf_counter()
