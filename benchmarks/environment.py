@@ -28,7 +28,14 @@ class Precision:
 
     @property
     def label(self) -> str:
-        return {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32 (IEEE)", "tf32": "fp32 (TF32)"}[self.name]
+        return {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32 (IEEE)", "tf32": "fp32 (TF32)",
+                "float8_e4m3fn": "fp8 e4m3 (scaled)", "int8": "int8 (scaled)"}[self.name]
+
+    @property
+    def quantized(self) -> bool:
+        """An 8-bit precision: layers run on ``kernels.conv2d_scaled``, networks on ``cnn.quantize``
+        (``benchmarks/scaled.py``), against cuDNN fp16 and our fp16."""
+        return self.dtype in (torch.float8_e4m3fn, torch.int8)
 
 
 PRECISIONS = {
@@ -36,6 +43,8 @@ PRECISIONS = {
     "bfloat16": Precision("bfloat16", torch.bfloat16),
     "float32": Precision("float32", torch.float32),
     "tf32": Precision("tf32", torch.float32, tf32=True),
+    "float8_e4m3fn": Precision("float8_e4m3fn", torch.float8_e4m3fn),
+    "int8": Precision("int8", torch.int8),
 }
 
 

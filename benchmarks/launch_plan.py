@@ -32,7 +32,9 @@ from .networks import ACTIVATION_INPUT, SUITES, suite_cases
 from .report import _table
 
 OUT = Path(__file__).resolve().parent / "results" / "h100-launch-plan"
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
+          # 8-bit: kernels.conv2d_scaled, forward only (``record_conv2d``)
+          "float8_e4m3fn": torch.float8_e4m3fn, "int8": torch.int8}
 
 
 def record_suite(suite: str, batch: int, dtype: torch.dtype, channels_last: bool, only: Sequence[str] = ()):

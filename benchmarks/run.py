@@ -32,6 +32,7 @@ from .networks import (
     scaled_down, suite_cases,
 )
 from .progress import Progress
+from .scaled import run_quantized_model, run_scaled_case
 from .session import STAGE_VARIABLE
 from .timing import measure_peaks
 
@@ -69,7 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="default: all (on the CPU all but NOT_ON_INTERPRETER_BY_DEFAULT's, replknet31b)")
     parser.add_argument("--batches", nargs="+", type=int, help="default: 32 on a GPU, 1 on the CPU")
     parser.add_argument("--dtypes", nargs="+", choices=list(PRECISIONS),
-                        help="tf32 = float32 with TF32 on; default: float16 bfloat16 on a GPU, float32 on the CPU")
+                        help="tf32 = float32 with TF32 on; float8_e4m3fn / int8: kernels.conv2d_scaled per layer "
+                             "and cnn.quantize end to end against fp16 (benchmarks/scaled.py); default: float16 "
+                             "bfloat16 on a GPU, float32 on the CPU")
     parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=["channels_last"])
     parser.add_argument("--passes", nargs="+", choices=PASSES, default=["forward"],
                         help="backward: grad_input + grad_weight (+ grad_bias) per layer, cuDNN vs auto")
@@ -108,7 +111,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.suites = args.suites or [s for s in all_suites() if ON_GPU or s not in NOT_ON_INTERPRETER_BY_DEFAULT]
     if args.full:
         args.batches = args.batches or [1, 32, 256]
-        args.dtypes = args.dtypes or list(PRECISIONS)
+        args.dtypes = args.dtypes or [name for name, p in PRECISIONS.items() if not p.quantized]
         args.layouts = list(LAYOUTS)
         args.passes = list(PASSES)
     args.batches = args.batches or ([32] if ON_GPU else [1])
@@ -306,7 +309,9 @@ def run(args) -> Results:
             continue
         progress.step(case_label(step))
         run_shape = case if ON_GPU else scaled_down(case, *interpreter_scale(suite, args.scale))
-        if direction == "forward":
+        if PRECISIONS[dtype].quantized:  # 8-bit: forward only (inference), benchmarks/scaled.py
+            rows = run_scaled_case(run_shape, PRECISIONS[dtype], layout, full_case=case) if direction == "forward" else []
+        elif direction == "forward":
             rows = run_case(run_shape, PRECISIONS[dtype], layout, peaks, full_case=case, inductor=args.inductor)
         else:
             rows = run_backward_case(run_shape, PRECISIONS[dtype], layout, peaks, full_case=case)
@@ -322,7 +327,10 @@ def run(args) -> Results:
             if out_of_time(model_label(step)):
                 continue
             progress.step(model_label(step))
-            if ON_GPU:
+            if PRECISIONS[dtype].quantized:
+                sample, builder_args = (input_size(suite), None) if ON_GPU else (cpu_model_input(suite), CPU_MODELS[suite])
+                rows = run_quantized_model(suite, batch, sample, PRECISIONS[dtype], layout, builder_args)
+            elif ON_GPU:
                 rows = run_model(suite, batch, input_size(suite), PRECISIONS[dtype], layout,
                                  compile_model=not args.no_compile, impls=args.model_impls)
             else:

@@ -8,6 +8,7 @@ from .conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, Conv
 from .fuse import FusedConv2dBN, FusedConv3dBN, fuse
 from .layers import BasicConv2d, ConvNormActivation, SqueezeExcitation, StochasticDepth, make_divisible
 from .profile import LayerProfile, Profile, profile
+from .quantize import QuantizedConv2dBN, quantize
 from .alexnet import AlexNet, alexnet
 from .convnext import ConvNeXt, convnext_base, convnext_large, convnext_small, convnext_tiny
 from .densenet import DenseNet, densenet121, densenet161, densenet169, densenet201

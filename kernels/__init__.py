@@ -23,6 +23,7 @@ from .dispatch import ALGORITHMS, ALIASES, REGISTRY
 from .dispatch.flops import conv2d_flops
 from .functional import Conv2dFunction, conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, conv_transpose3d
 from .fused import conv2d_bn, conv3d_bn, fold_bn
+from .scaled import conv2d_scaled
 
-__all__ = ["ALGORITHMS", "ALIASES", "REGISTRY", "Conv2dFunction", "ConvParams", "conv1d", "conv2d", "conv2d_bn", "conv3d",
+__all__ = ["ALGORITHMS", "ALIASES", "REGISTRY", "Conv2dFunction", "ConvParams", "conv1d", "conv2d", "conv2d_bn", "conv2d_scaled", "conv3d",
            "conv2d_flops", "conv3d_bn", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "disable", "enable", "enabled", "fold_bn"]

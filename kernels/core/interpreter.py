@@ -6,6 +6,11 @@ triton is imported.
 * Triton's interpreter stores bfloat16 as raw uint16 bits and its ``tl.dot`` multiplies those
   bits as integers (seen in triton 3.9), so a bf16 ``tl.dot`` returns garbage there. On a GPU
   the same kernels are right; here we widen bf16 dot operands to fp32 (exact) first.
+* Triton's interpreter rounds fp32 -> float8e4nv (e4m3) by adding the first cut-off bit to the
+  mantissa, without carrying into the exponent or breaking ties to even (seen in triton 3.9:
+  127.5 -> 64, 17 -> 18). sm_90 converts with ``cvt.rn.satfinite.e4m3x2.f32``, round to nearest
+  even; here the cast goes through PyTorch's float8_e4m3fn conversion (also round to nearest even;
+  the quantized store clamps to +-448 first, so neither saturates nor overflows).
 * Triton 3.6's interpreter turns a scalar into a Python int with ``int(array)`` of its
   one-element 1-D array, which NumPy 2 refuses, so ``range(first, last)`` over values computed
   from ``tl.program_id`` raises TypeError there; 3.9 squeezes the array first, as we do.
@@ -37,6 +42,25 @@ def _scalar_index(interpreter) -> None:
     interpreter._patch_lang_tensor = patch_lang_tensor
 
 
+def _fp8_rounding(interpreter, tl) -> None:
+    builder = interpreter.InterpreterBuilder
+    original = builder.create_fp_to_fp
+    if getattr(original, "_fp8_fixed", False):
+        return
+
+    def create_fp_to_fp(self, src, dst_type, rounding_mode):
+        if dst_type.scalar == tl.float8e4nv and src.dtype.scalar in (tl.float32, tl.float16):
+            import torch
+
+            wide = torch.from_numpy(np.ascontiguousarray(src.data, dtype=np.float32))
+            bits = wide.to(torch.float8_e4m3fn).view(torch.uint8).numpy()
+            return interpreter.TensorHandle(bits.reshape(src.data.shape), dst_type.scalar)
+        return original(self, src, dst_type, rounding_mode)
+
+    create_fp_to_fp._fp8_fixed = True
+    builder.create_fp_to_fp = create_fp_to_fp
+
+
 def apply() -> None:
     """Patch the interpreter (idempotent); call only when ``interpreting()``."""
     import triton.language as tl
@@ -46,6 +70,7 @@ def apply() -> None:
         _scalar_index(interpreter)
 
     builder = interpreter.InterpreterBuilder
+    _fp8_rounding(interpreter, tl)
     if getattr(builder.create_dot, "_bf16_fixed", False):
         return
     original = builder.create_dot

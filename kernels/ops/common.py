@@ -22,7 +22,10 @@ _INT32_LIMIT = 2**31 - 1
 
 
 def acc_dtype(dtype: torch.dtype):
-    """fp32 accumulation for fp16/bf16/fp32; fp64 stays fp64 (gradcheck)."""
+    """fp32 accumulation for fp16/bf16/fp32 and float8; fp64 stays fp64 (gradcheck); int8 sums in
+    int32 (exact)."""
+    if dtype == torch.int8:
+        return tl.int32
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
@@ -76,7 +79,8 @@ def new_buffer(shape, dtype, device, channels_last: bool = False) -> torch.Tenso
     fmt = memory_format(channels_last and len(shape) in (4, 5), len(shape))
     out = torch.empty(shape, dtype=dtype, device=device, memory_format=fmt)
     if POISON_OUTPUTS:
-        out.fill_(float("nan"))
+        # int8 (a quantized output) has no NaN: -128, which only a saturated negative output stores.
+        out.fill_(float("nan") if out.is_floating_point() else -128)
     return out
 
 

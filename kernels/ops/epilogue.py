@@ -5,6 +5,12 @@ pixels (n, p, q) and whose columns are output channels k. ``store_conv_tile`` ap
 fp32 and in this order: bias, per-channel scale/shift (folded BatchNorm), residual add
 (read in the residual's own strides), activation, cast to the output dtype, and the store
 in the output's strides (so NCHW, channels_last or any layout costs the same code).
+
+Optionally (``quant``, the low-precision forward's ``output_scale``) the finished fp32 value is
+divided by a per-tensor scale and stored quantized, saturating: float8 e4m3 clamps to +-448 and
+rounds to nearest even in the cast; int8 clamps to [-128, 127] and rounds to nearest even with the
+1.5 * 2^23 trick (exact for |v| < 2^22; the clamp between the multiply and the add keeps ptxas
+from contracting them into one FMA, so the GPU rounds as the interpreter does).
 """
 from typing import Dict, NamedTuple, Tuple
 
@@ -52,8 +58,21 @@ def apply_activation(v, ACTIVATION: tl.constexpr):
     return v
 
 
+
 @triton.jit
-def store_conv_tile(acc, n, p, q, k, mask_m, mask_n, output, epilogue):
+def quantize_tile(v, dtype: tl.constexpr):
+    """fp32 tile -> ``dtype`` (float8e4nv or int8), saturating, round to nearest even."""
+    if dtype == tl.int8:
+        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
+        v = (v + 12582912.0) - 12582912.0
+        return v.to(tl.int8)
+    else:
+        v = tl.minimum(tl.maximum(v, -448.0), 448.0)
+        return v.to(dtype, fp_downcast_rounding="rtne")
+
+
+@triton.jit
+def store_conv_tile(acc, n, p, q, k, mask_m, mask_n, output, epilogue, quant=None):
     """Finish and store one output tile.
 
     acc: [BM, BN] accumulators; n, p, q: [BM] output pixel coordinates (int64 where the
@@ -63,7 +82,10 @@ def store_conv_tile(acc, n, p, q, k, mask_m, mask_n, output, epilogue):
     HAS_SCALE, HAS_RESIDUAL, ACTIVATION): the operands a forward kernel receives from
     ``epilogue_arguments`` (the flags constexpr), grouped as every forward kernel passes them on.
     out = act((acc + bias) * scale + shift + residual). bias, scale and shift are contiguous
-    per-channel vectors (``epilogue_arguments`` makes them so).
+    per-channel vectors (``epilogue_arguments`` makes them so). ``quant`` = (oscale_ptr, QUANTIZE),
+    given only by the low-precision forward: with QUANTIZE, ``out / oscale[0]`` is stored as the
+    output's 8-bit type (``quantize_tile``); an integer ``acc`` (int8 operands' int32 sums) is
+    converted to fp32 first.
     """
     out_ptr, so_n, so_k, so_p, so_q = output
     bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q, HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION = \
@@ -82,7 +104,16 @@ def store_conv_tile(acc, n, p, q, k, mask_m, mask_n, output, epilogue):
         v += res.to(v.dtype)
     v = apply_activation(v, ACTIVATION)
     out_rows = n * so_n + p * so_p + q * so_q
-    tl.store(out_ptr + out_rows[:, None] + k[None, :] * so_k, v.to(out_ptr.dtype.element_ty), mask=mask)
+    out_ptrs = out_ptr + out_rows[:, None] + k[None, :] * so_k
+    if quant is not None:
+        # The stores stay inside the branches: a value changing type across an `if` does not compile.
+        oscale_ptr, QUANTIZE = quant
+        if QUANTIZE:
+            tl.store(out_ptrs, quantize_tile(v / tl.load(oscale_ptr), out_ptr.dtype.element_ty), mask=mask)
+        else:
+            tl.store(out_ptrs, v.to(out_ptr.dtype.element_ty), mask=mask)
+    else:
+        tl.store(out_ptrs, v.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 class EpilogueArguments(NamedTuple):

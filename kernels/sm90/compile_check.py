@@ -122,8 +122,22 @@ CALLS: List[Call] = [
     Call(Layer("r3d_18.layer2.1.conv1.0", 128, 28, 128, 3, padding=1, d=8, t=3), "auto", ("fp16",)),
     Call(Layer("r3d_18.layer2.0.downsample.0", 64, 56, 128, 1, stride=2, d=16), "auto", ("fp16",)),
 ]
+# 8-bit inference (``kernels.conv2d_scaled``, forward only, bf16 out): the im2col kernel with e4m3 / s8
+# operands on ResNet-50's 3x3 and 1x1 layers with >= 256 channels, a depthwise (groups as a grid axis)
+# and the C=3 stem.
+EIGHT_BIT = ("fp8", "int8")
+SCALED_CALLS: List[Call] = [
+    Call(Layer("resnet50.layer3.1.conv2", 256, 14, 256, 3, padding=1), "im2col", EIGHT_BIT, ("fwd",)),
+    Call(Layer("resnet50.layer3.1.conv1", 1024, 14, 256, 1), "pointwise", EIGHT_BIT, ("fwd",)),
+    Call(Layer("resnet50.layer4.0.conv3", 512, 7, 2048, 1), "pointwise", EIGHT_BIT, ("fwd",)),
+    Call(Layer("mobilenet_v2.features.3.conv.1.0", 144, 56, 144, 3, padding=1, groups=144), "im2col", ("int8",),
+         ("fwd",)),
+    Call(STEM, "im2col", ("fp8",), ("fwd",)),
+]
+CALLS += SCALED_CALLS
 
-_TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "fp64": "float64"}
+_TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "fp64": "float64",
+                 "fp8": "float8_e4m3fn", "int8": "int8"}
 
 
 def _params(layer: Layer, dtype: str = "fp16"):
@@ -243,7 +257,7 @@ def _uncovered(rows: Sequence[dict]) -> Tuple[Dict[int, List[int]], List[str]]:
 
 
 def run(calls: Sequence[Call] = CALLS, layouts: Sequence[str] = ("channels_last",), workers: int = 2,
-        dtypes: Sequence[str] = ("fp16", "bf16", "fp32", "fp64")) -> dict:
+        dtypes: Sequence[str] = ("fp16", "bf16", "fp32", "fp64", "fp8", "int8")) -> dict:
     """Compile every call in every dtype (one task each, on ``workers`` processes), then the
     configs no call compiled; returns {"rows", "failures", "seconds"}."""
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):

@@ -311,9 +311,22 @@ def record_conv2d(plan: Recording, input_shape, weight_shape, *, stride=1, paddi
         labels.setdefault("shape", describe_conv(c, *sizes, k, *kernel, stride, groups))
     labels.setdefault("layout", "channels_last" if channels_last else "nchw")
     conv_op = kernels.conv3d if three_d else kernels.conv2d
+    eight_bit = dtype in (torch.float8_e4m3fn, torch.int8)
+    if eight_bit:
+        # 8-bit: kernels.conv2d_scaled, forward only (inference), bf16 output, per-channel weight scales.
+        b = torch.empty(weight_shape[0], dtype=torch.float32) if bias else None
+        scales = (torch.ones(1), torch.ones(weight_shape[0]))
+        labels.setdefault("algorithm", "pointwise" if tuple(kernel) == (1, 1) else "im2col")
+
+        def scaled(x, w, b, stride, padding, dilation, groups, algorithm):
+            return kernels.conv2d_scaled(x, w, *scales, b, stride, padding, dilation, groups, algorithm=algorithm)
+
+        conv_op, backward = scaled, False
     try:
-        params = ConvParams.from_tensors(x, w, b, stride, padding, dilation, groups, op="conv3d" if three_d else "conv2d")
-        labels.setdefault("algorithm", resolve(algorithm, params).name)
+        if not eight_bit:
+            params = ConvParams.from_tensors(x, w, b, stride, padding, dilation, groups,
+                                             op="conv3d" if three_d else "conv2d")
+            labels.setdefault("algorithm", resolve(algorithm, params).name)
     except Exception as error:  # noqa: BLE001 - the call below raises it again, recorded
         labels.setdefault("algorithm", f"{algorithm} ({type(error).__name__})")
 

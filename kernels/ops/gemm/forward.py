@@ -32,7 +32,7 @@ from ...core.launcher import TunedKernel
 from ...core.layout import channels_last_weight, finish, nhwc
 from ...core.params import ConvParams
 from ..common import acc_dtype, depth_stride, dot_precision, folded_strides, needs_int64, new_buffer
-from ..epilogue import epilogue_arguments
+from ..epilogue import epilogue_arguments, store_conv_tile
 from ..tiles import aligned, carry, gemm_tile, split_range
 from . import plan as gemm_plan
 from . import conv_tma, pointwise_tma
@@ -75,6 +75,8 @@ def _im2col_forward_kernel(
     # the epilogue (``epilogue.store_conv_tile``): per-channel vectors, residual and its strides, flags
     bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
     HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
+    # the quantized store of an 8-bit forward (``kernels.conv2d_scaled``'s output_scale): its scale, the flag
+    oscale_ptr, QUANTIZE: tl.constexpr,
     # meta-parameters
     R: tl.constexpr, S: tl.constexpr, T: tl.constexpr, DEPTH: tl.constexpr, VEC: tl.constexpr,
     ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_INT64: tl.constexpr,
@@ -93,6 +95,13 @@ def _im2col_forward_kernel(
     channel stride (NHWC input, (K, R, S, C) weight); VEC divides every channel count and row
     stride. SPLIT_K == 1 ends in the shared epilogue; otherwise the fp32 partial goes to
     part[split, pixel, channel] for ``splitk.split_reduce``.
+
+    8-bit operands (``kernels.conv2d_scaled``): float8 e4m3 or int8 tiles go to ``tl.dot`` as they
+    are loaded (e4m3 / s8 wgmma on sm_90), ACC_DTYPE fp32 or int32 (exact integer sums); the
+    dequantization (input scale x per-channel weight scale, times a folded BN's scale) is the
+    epilogue's per-channel ``scale``, applied to the fp32 conversion of the sums; with QUANTIZE the
+    result is stored as fp8 / int8 (``epilogue.quantize_tile``). Such launches are never split
+    (an int32 sum would lose exactness in fp32 partials).
     """
     pid = tl.program_id(0)
     group = tl.program_id(1)
@@ -172,20 +181,23 @@ def _im2col_forward_kernel(
             c0, s = carry(c0 + BLOCK_K, C, s)
             s, r = carry(s, S, r)
 
-    store_output_or_partial(
-        acc, n, p, q, k, offs_m, mask_m, mask_n,
-        (out_ptr, so_n, so_k, so_p, so_q),
-        (bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
-         HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION),
-        part_ptr, split, M, K_PER_GROUP * tl.num_programs(1), SPLIT_K,
-    )
+    epilogue = (bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q,
+                HAS_BIAS, HAS_SCALE, HAS_RESIDUAL, ACTIVATION)
+    if QUANTIZE:
+        store_conv_tile(acc, n, p, q, k, mask_m, mask_n, (out_ptr, so_n, so_k, so_p, so_q), epilogue,
+                        (oscale_ptr, QUANTIZE))
+    else:
+        store_output_or_partial(
+            acc, n, p, q, k, offs_m, mask_m, mask_n, (out_ptr, so_n, so_k, so_p, so_q), epilogue,
+            part_ptr, split, M, K_PER_GROUP * tl.num_programs(1), SPLIT_K,
+        )
 
 
 IM2COL_FORWARD = TunedKernel(
     _im2col_forward_kernel,
     configs=gemm_plan.static_menu(flattened=True),
     key=["N", "H", "W", "P", "Q", "C_PER_GROUP", "K_PER_GROUP", "R", "S", "stride_h", "stride_w", "dil_h", "dil_w",
-         "D", "O", "T", "stride_d", "dil_d", "VEC", "HAS_BIAS", "HAS_SCALE", "HAS_RESIDUAL", "ACTIVATION", "ACC_DTYPE", "DOT_PRECISION", "USE_INT64"],
+         "D", "O", "T", "stride_d", "dil_d", "VEC", "HAS_BIAS", "HAS_SCALE", "HAS_RESIDUAL", "ACTIVATION", "QUANTIZE", "ACC_DTYPE", "DOT_PRECISION", "USE_INT64"],
     interpreter_config=gemm_plan.INTERPRETER_CONFIG,
     tile_operands=gemm_plan.TILE_OPERANDS,
 )
@@ -199,14 +211,16 @@ def forward_problem(params: ConvParams, element_bytes: int) -> gemm_plan.GemmPro
 
 
 def im2col_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, residual=None, activation=0,
-                   data_path=None):
+                   out_dtype=None, output_scale=None, data_path=None):
     """Launch the implicit-GEMM forward (split-K when planned); returns the output in PyTorch's
     memory format. Where a TMA kernel can serve the call it is the first of the data paths
     (``plan.run_on_fastest_path``: timed against this cp.async kernel on a GPU); ``data_path="cp.async"``
-    forces the cp.async kernel."""
+    forces the cp.async kernel. ``out_dtype`` / ``output_scale``: the 8-bit forward's
+    (``kernels.scaled``), whose output type differs from its operands' and which never splits (the
+    TMA kernels take no 8-bit operands: ``tma.TMA_DTYPES``)."""
     x = nhwc(x)
     w = channels_last_weight(w)
-    out = new_buffer(params.output_shape, params.dtype, x.device, channels_last=True)
+    out = new_buffer(params.output_shape, out_dtype or params.dtype, x.device, channels_last=True)
     if out.numel() == 0:
         return finish(out, params.channels_last)
     epilogue_kw = dict(scale=scale, shift=shift, residual=residual, activation=activation)
@@ -219,6 +233,9 @@ def im2col_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, re
         return gemm_plan.run_on_fastest_path("forward", key, on_tma, functools.partial(
             im2col_forward, x, w, bias, params, **epilogue_kw, data_path="cp.async"))
     candidates = gemm_plan.plan(forward_problem(params, x.element_size()))
+    if x.element_size() == 1:
+        # A residual read in the epilogue of an unsplit 128x128 tile spilled 150-570 B on sm_90.
+        candidates = gemm_plan.unsplit(candidates, max_tile=128 * 64 if residual is not None else 128 * 128)
     splits = gemm_plan.largest_split(candidates)
     m = params.n * params.o * params.p * params.q
     part = new_partials(splits, m, params.k, params.dtype, x.device) if splits > 1 else out
@@ -241,6 +258,7 @@ def im2col_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, re
         *params.geometry,
         params.d, params.o, x_depth, w_depth, *params.depth_geometry,
         *epilogue.args, **epilogue.flags,
+        oscale_ptr=output_scale if output_scale is not None else out, QUANTIZE=output_scale is not None,
         R=params.r, S=params.s, T=params.t, DEPTH=params.spatial_dims == 3, VEC=vec,
         ACC_DTYPE=acc_dtype(params.dtype), DOT_PRECISION=dot_precision(params.dtype),
         USE_INT64=needs_int64(x, w, out, part, epilogue.residual_or_out),

@@ -6,7 +6,8 @@ first. On a GPU the autotuner times them (``TunedKernel.launch``); under the int
 one runs with interpreter-sized tiles. The decisions, all functions of the problem alone:
 
 * **BLOCK_K**: 64 for 16-bit types (32 for fp32), smaller when the reduction block is short
-  (C = 24 runs at BLOCK_K = 32, not 64: three quarters of a 64-wide block would be padding).
+  (C = 24 runs at BLOCK_K = 32, not 64: three quarters of a 64-wide block would be padding);
+  never below 32 for 8-bit operands (float8 / int8 ``tl.dot`` needs K >= 32).
 * **Tiles**: up to 128x128 at 4 warps; 128x256 / 256x128 at 8 warps only for loops that do not
   decode kernel taps (a flattened tap x channel loop has been miscompiled by Triton at
   num_warps=8, pytorch#173068 / triton#1254: such loops stay at <= 4 warps until a GPU test
@@ -56,6 +57,7 @@ _TILES = [
 ]
 # The interpreter runs one small tile (every tl.dot dimension >= 16, as on the GPU).
 _INTERPRETER_TILE = (32, 16, 16)
+MIN_BLOCK_K_8BIT = 32  # tl.dot's K >= 32 for float8 / int8 operands (on the GPU; the interpreter follows)
 INTERPRETER_CONFIG = config(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16, SPLIT_K=1, GROUP_M=2, num_warps=4, num_stages=1)
 
 
@@ -93,7 +95,8 @@ def block_k(reduction_block: int, element_bytes: int) -> int:
     """The widest BLOCK_K in {16, 32, 64} (32 at most for fp32) that pads the run by <= 12.5%,
     else the one that pads it least."""
     widest = 64 if element_bytes <= 2 else 32
-    choices = [b for b in (64, 32, 16) if b <= widest]
+    # 8-bit operands: tl.dot needs K >= 32 (one e4m3 / s8 wgmma is 32 deep)
+    choices = [b for b in (64, 32, 16) if b <= widest and (element_bytes > 1 or b >= 32)]
     padded = {b: triton.cdiv(max(reduction_block, 1), b) * b for b in choices}
     for b in choices:
         if padded[b] - reduction_block <= reduction_block / 8:
@@ -148,6 +151,7 @@ def plan(problem: GemmProblem) -> List[triton.Config]:
     sms = device_sms()
     if interpreting():
         bm, bn, bk = _INTERPRETER_TILE
+        bk = max(bk, MIN_BLOCK_K_8BIT) if problem.element_bytes == 1 else bk
         iterations = problem.outer_blocks * triton.cdiv(max(problem.reduction_block, 1), bk)
         tiles = triton.cdiv(problem.m, bm) * triton.cdiv(problem.n, bn) * problem.programs
         return [config(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SPLIT_K=splits_for(tiles, iterations, sms),
@@ -161,8 +165,10 @@ def plan(problem: GemmProblem) -> List[triton.Config]:
     for bm, bn, warps, efficiency in _TILES:
         if bm > m_cap or bn > n_cap or (problem.flattened and warps > FLATTENED_LOOP_MAX_WARPS):
             continue
-        if problem.element_bytes > 2 and bm * bn > 128 * 128:
-            continue  # fp32 accumulators and operands of 256-wide tiles do not fit
+        if problem.element_bytes != 2 and bm * bn > 128 * 128:
+            # fp32 accumulators and operands of 256-wide tiles do not fit; 8-bit ones at 8 warps
+            # spilled 8-32 B in the sm_90 compile check (255 registers)
+            continue
         tiles = triton.cdiv(problem.m, bm) * triton.cdiv(problem.n, bn) * problem.programs
         stages = _stages(bm, bn, bk, problem.element_bytes, 1 << 20 if problem.persistent else iterations,
                          device.target().smem_per_block)
@@ -205,6 +211,22 @@ def static_menu(flattened: bool, element_bytes: int = 2) -> List[triton.Config]:
     return [config(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SPLIT_K=1, GROUP_M=8, num_warps=warps,
                    num_stages=_stages(bm, bn, bk, element_bytes, 1 << 20, device.H100.smem_per_block))
             for bm, bn, warps, _ in _TILES if not (flattened and warps > FLATTENED_LOOP_MAX_WARPS)]
+
+
+def unsplit(candidates: Sequence[triton.Config], max_tile: int = 1 << 30) -> List[triton.Config]:
+    """``candidates`` with SPLIT_K = 1 (duplicates dropped): for launches whose sums must not go
+    through fp32 partials (the 8-bit forward's exact int32 sums). Tiles of more than ``max_tile``
+    outputs are narrowed (BLOCK_N halved) to fit."""
+    out, seen = [], set()
+    for cfg in candidates:
+        kwargs = dict(cfg.kwargs, SPLIT_K=1)
+        while kwargs["BLOCK_M"] * kwargs["BLOCK_N"] > max_tile and kwargs["BLOCK_N"] > 16:
+            kwargs["BLOCK_N"] //= 2
+        key = (tuple(sorted(kwargs.items())), cfg.num_warps, cfg.num_stages)
+        if key not in seen:
+            seen.add(key)
+            out.append(config(num_warps=cfg.num_warps, num_stages=cfg.num_stages, **kwargs))
+    return out
 
 
 def largest_split(candidates: Sequence[triton.Config]) -> int:
