@@ -100,13 +100,13 @@ def _run_pass(plan: FFTPlan, params: ConvParams, x, w, out, epilogue, origin):
     spectrum(w, w.stride(), u, tiles=k, tile0=0, channels=cg, size=(w.size(2), w.size(3)), tile_grid=(1, 1),
              tile_step=(1, 1), origin=(0, 0), dilation=(g.dil_h, g.dil_w), scale=1.0 / f, width=width_c,
              height=height_c, th=th, tw=tw, acc=acc, precision=prec, use_int64=use_int64,
-             blocks=transform_blocks(th, tw, cg))
+             blocks=transform_blocks(th, tw, cg, k))
     epilogue_args, flags = epilogue.args, epilogue.flags
     if plan.path == DEPTHWISE:
         depthwise(x, x.stride(), u, out, out.stride(), epilogue_args, flags, tiles=tiles, size=(g.h, g.w), k=k,
                   multiplier=k // params.c, out_size=(g.p, g.q), tile_grid=tile_grid, tile_step=tile_step,
                   origin=origin, width=width, height=height, th=th, tw=tw, acc=acc, precision=prec,
-                  use_int64=use_int64, blocks=transform_blocks(th, tw, k))
+                  use_int64=use_int64, blocks=transform_blocks(th, tw, k, tiles))
         return
     batch = plan.tile_batch
     v = torch.empty((2, f, min(batch, tiles), params.c), dtype=sdt, device=dev)
@@ -116,11 +116,11 @@ def _run_pass(plan: FFTPlan, params: ConvParams, x, w, out, epilogue, origin):
         spectrum(x, x.stride(), v, tiles=count, tile0=tile0, channels=params.c, size=(g.h, g.w),
                  tile_grid=tile_grid, tile_step=tile_step, origin=origin, dilation=(1, 1), scale=1.0,
                  width=width, height=height, th=th, tw=tw, acc=acc, precision=prec, use_int64=use_int64,
-                 blocks=transform_blocks(th, tw, params.c))
+                 blocks=transform_blocks(th, tw, params.c, count))
         product(v, u, y, count, f, cg, k // params.groups, params.groups, acc, prec, use_int64)
         inverse(y, out, out.stride(), epilogue_args, flags, tiles=count, tile0=tile0, k=k, size=(g.p, g.q),
                 tile_grid=tile_grid, tile_step=tile_step, width=width, height=height, th=th, tw=tw, acc=acc,
-                precision=prec, use_int64=use_int64, blocks=transform_blocks(th, tw, k))
+                precision=prec, use_int64=use_int64, blocks=transform_blocks(th, tw, k, count))
 
 
 def fft_grad_input(dy: torch.Tensor, w: torch.Tensor, params: ConvParams, channels_last: bool) -> torch.Tensor:

@@ -8,8 +8,8 @@ the circular correlation, exact on its first MH x MW outputs.
   swaps the height and width strides, so only the height may lack a transform (TH = 1: a 1-D FFT
   along the width, as for every ``conv1d``).
 * Tile: per axis a power of two in ``TILES_2D`` (``TILES_1D`` when TH = 1) at least the kernel's
-  reach, the one with the fewest multiplies per output pixel (``_cost``: the transform GEMMs
-  and the per-frequency products, the exact counts ``counts.fft_counts`` reports).
+  reach: the one with the fewest multiplies per output pixel (``_cost``: the transform GEMMs and
+  the per-frequency products, the counts ``forward.fft_counts`` reports) whose workspace fits.
 * Kernel chunks: a kernel reaching further than half the largest tile is split into chunks of
   taps that reach at most that far; each chunk is one overlap-save pass, the passes summed through
   the epilogue's residual (``forward.py``). Reductions grow with the number of chunks, so very long
@@ -26,6 +26,7 @@ None of this was timed on a GPU: the cost model counts multiplies, nothing more.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -191,32 +192,33 @@ def make_plan(params: ConvParams) -> FFTPlan:
     creach_h, creach_w = g.dil_h * (chunk_r - 1) + 1, g.dil_w * (chunk_s - 1) + 1
     heights = (1,) if one_d else [t for t in TILES_2D if t >= creach_h]
     widths = [t for t in (TILES_1D if one_d else TILES_2D) if t >= creach_w]
-    best = None
+    ranked = []
     for th in heights:
         for tw in widths:
             mh, mw = th - creach_h + 1, tw - creach_w + 1
-            # Tiles beyond the output only add work: skip a larger tile once one covers the output.
+            # Tiles beyond the output only add work: count the whole tiles that cover it.
             cost = _cost(th, tw, mh, mw, params, path)
             cost *= triton.cdiv(g.p, mh) * mh * triton.cdiv(g.q, mw) * mw / max(1, g.p * g.q)
-            if best is None or cost < best[0]:
-                best = (cost, th, tw)
-    _, th, tw = best
-    plan = FFTPlan(transposed, g, th, tw, chunk_r, chunk_s, path, 1, spectrum_dtype(params.dtype))
-    tiles = params.n * plan.tiles_h * plan.tiles_w
+            ranked.append((cost, th, tw))
     budget = workspace_budget(params)
-    fixed = workspace_bytes(plan, params, 0)["workspace_bytes"]
-    per_tile = workspace_bytes(plan, params, 1)["workspace_bytes"] - fixed
-    if per_tile == 0:
-        batch = max(tiles, 1)
-    else:
-        batch = min(max(tiles, 1), (budget - fixed) // per_tile) if budget > fixed else 0
-    if batch < min(MIN_TILE_BATCH, max(tiles, 1)):
-        raise DoesNotFit(
-            f"fft's transformed tensors do not fit its workspace bound: the filter spectrum and "
-            f"{min(MIN_TILE_BATCH, tiles)} tiles of {th}x{tw} need {fixed + per_tile * min(MIN_TILE_BATCH, tiles)} "
-            f"bytes, more than the {budget} allowed ({WORKSPACE_MULTIPLE} x input + weight + output bytes, "
-            f"at least {WORKSPACE_FLOOR})")
-    return FFTPlan(transposed, g, th, tw, chunk_r, chunk_s, path, int(batch), plan.spectrum_dtype)
+    smallest = None
+    for _, th, tw in sorted(ranked):
+        plan = FFTPlan(transposed, g, th, tw, chunk_r, chunk_s, path, 1, spectrum_dtype(params.dtype))
+        tiles = max(1, params.n * plan.tiles_h * plan.tiles_w)
+        fixed = workspace_bytes(plan, params, 0)["workspace_bytes"]
+        per_tile = workspace_bytes(plan, params, 1)["workspace_bytes"] - fixed
+        batch = tiles if per_tile == 0 else min(tiles, max(0, budget - fixed) // per_tile)
+        least = min(MIN_TILE_BATCH, tiles)
+        if batch >= least:
+            return dataclasses.replace(plan, tile_batch=int(batch))
+        need = fixed + per_tile * least
+        if smallest is None or need < smallest[0]:
+            smallest = (need, th, tw, least)
+    need, th, tw, least = smallest
+    raise DoesNotFit(
+        f"fft's transformed tensors do not fit its workspace bound: with the smallest, {th}x{tw} tiles, the "
+        f"filter spectrum and {least} tiles need {need} bytes, more than the {budget} allowed "
+        f"({WORKSPACE_MULTIPLE} x input + weight + output bytes, at least {WORKSPACE_FLOOR})")
 
 
 # Register-tile budgets (fp32 elements of the largest transform intermediate per program).
@@ -224,14 +226,15 @@ _GPU_ELEMENTS = 16384
 _INTERPRETER_ELEMENTS = 1 << 16
 
 
-def transform_blocks(th: int, tw: int, columns: int) -> Tuple[int, int]:
+def transform_blocks(th: int, tw: int, columns: int, tiles: int) -> Tuple[int, int]:
     """(BLOCK_T, BLOCK_C) of a transform kernel: BLOCK_T tiles x BLOCK_C channels per program,
-    their complex patches ([BLOCK_T * BLOCK_C, 2 * TH * TW] fp32) within the register budget; every
+    their complex patches ([BLOCK_T * BLOCK_C, 2 * TH * TW] fp32) within the register budget, no more
+    tiles than there are; every
     dot has >= 16 rows (BLOCK_T * BLOCK_C * TH)."""
     budget = _INTERPRETER_ELEMENTS if interpreting() else _GPU_ELEMENTS
     patches = max(1, budget // (2 * th * tw))
     block_c = min(triton.next_power_of_2(max(columns, 1)), 16, patches)
-    block_t = max(1, patches // block_c)
+    block_t = max(1, min(patches // block_c, triton.next_power_of_2(max(tiles, 1))))
     while block_t * block_c * th < 16:
         block_t *= 2
     return block_t, block_c

@@ -97,7 +97,7 @@ PRODUCT_CONFIGS = [
 PRODUCT = TunedKernel(
     _fft_product_kernel, configs=PRODUCT_CONFIGS,
     key=["TILES", "C_PER_GROUP", "K_PER_GROUP", "ACC_DTYPE", "PRECISION", "USE_INT64"],
-    interpreter_config=config(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16, GROUP_M=2, FREQ_BLOCK=64, num_stages=1),
+    interpreter_config=config(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=2, FREQ_BLOCK=256, num_stages=1),
     tile_operands=[("BLOCK_M", "BLOCK_K"), ("BLOCK_K", "BLOCK_N")], tile_copies=2,
 )
 
