@@ -106,7 +106,7 @@ def _run_pass(plan: FFTPlan, params: ConvParams, x, w, out, epilogue, origin):
         depthwise(x, x.stride(), u, out, out.stride(), epilogue_args, flags, tiles=tiles, size=(g.h, g.w), k=k,
                   multiplier=k // params.c, out_size=(g.p, g.q), tile_grid=tile_grid, tile_step=tile_step,
                   origin=origin, width=width, height=height, th=th, tw=tw, acc=acc, precision=prec,
-                  use_int64=use_int64, blocks=transform_blocks(th, tw, k, tiles))
+                  use_int64=use_int64, blocks=transform_blocks(th, tw, k, tiles, fused=True))
         return
     batch = plan.tile_batch
     v = torch.empty((2, f, min(batch, tiles), params.c), dtype=sdt, device=dev)

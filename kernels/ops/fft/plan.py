@@ -7,7 +7,7 @@ the circular correlation, exact on its first MH x MW outputs.
 * Orientation: an R x 1 kernel (reach 1 along the width) runs transposed, as 1 x R: the launcher
   swaps the height and width strides, so only the height may lack a transform (TH = 1: a 1-D FFT
   along the width, as for every ``conv1d``).
-* Tile: per axis a power of two in ``TILES_2D`` (``TILES_1D`` when TH = 1) at least the kernel's
+* Tile: per axis a power of two in ``TILES_2D`` (``DEPTHWISE_TILES_2D`` on the fused path) (``TILES_1D`` when TH = 1) at least the kernel's
   reach: the one with the fewest multiplies per output pixel (``_cost``: the transform GEMMs and
   the per-frequency products, the counts ``forward.fft_counts`` reports) whose workspace fits.
 * Kernel chunks: a kernel reaching further than half the largest tile is split into chunks of
@@ -38,6 +38,9 @@ from ...core.params import ConvParams
 
 TILES_2D = (16, 32, 64)
 TILES_1D = (16, 32, 64, 128, 256)
+# The fused depthwise kernel holds both transforms' matrices and its patches at once: a 64 x 64 tile
+# needs 576 KB of shared memory on sm_90 (the compile check), a 32 x 32 one fits.
+DEPTHWISE_TILES_2D = (16, 32)
 WORKSPACE_MULTIPLE = 8
 WORKSPACE_FLOOR = 256 * 2**20
 MIN_TILE_BATCH = 16
@@ -186,12 +189,13 @@ def make_plan(params: ConvParams) -> FFTPlan:
     reach_h, reach_w = g.reach
     one_d = reach_h == 1
     path = DEPTHWISE if params.c_per_group == 1 and params.groups > 1 else TILED
-    largest_w = TILES_1D[-1] if one_d else TILES_2D[-1]
-    chunk_r = g.r if one_d else _chunk_taps(g.r, g.dil_h, TILES_2D[-1])
+    tiles_2d = TILES_2D if path == TILED else DEPTHWISE_TILES_2D
+    largest_w = TILES_1D[-1] if one_d else tiles_2d[-1]
+    chunk_r = g.r if one_d else _chunk_taps(g.r, g.dil_h, tiles_2d[-1])
     chunk_s = _chunk_taps(g.s, g.dil_w, largest_w)
     creach_h, creach_w = g.dil_h * (chunk_r - 1) + 1, g.dil_w * (chunk_s - 1) + 1
-    heights = (1,) if one_d else [t for t in TILES_2D if t >= creach_h]
-    widths = [t for t in (TILES_1D if one_d else TILES_2D) if t >= creach_w]
+    heights = (1,) if one_d else [t for t in tiles_2d if t >= creach_h]
+    widths = [t for t in (TILES_1D if one_d else tiles_2d) if t >= creach_w]
     ranked = []
     for th in heights:
         for tw in widths:
@@ -226,12 +230,13 @@ _GPU_ELEMENTS = 16384
 _INTERPRETER_ELEMENTS = 1 << 16
 
 
-def transform_blocks(th: int, tw: int, columns: int, tiles: int) -> Tuple[int, int]:
+def transform_blocks(th: int, tw: int, columns: int, tiles: int, fused: bool = False) -> Tuple[int, int]:
     """(BLOCK_T, BLOCK_C) of a transform kernel: BLOCK_T tiles x BLOCK_C channels per program,
     their complex patches ([BLOCK_T * BLOCK_C, 2 * TH * TW] fp32) within the register budget, no more
-    tiles than there are; every
-    dot has >= 16 rows (BLOCK_T * BLOCK_C * TH)."""
-    budget = _INTERPRETER_ELEMENTS if interpreting() else _GPU_ELEMENTS
+    tiles than there are; every dot has >= 16 rows (BLOCK_T * BLOCK_C * TH). ``fused`` (the depthwise
+    kernel holds both transforms at once): half the budget (the full one spilled 216-312 B on sm_90).
+    The kernels' static config lists are never used as such: ``TunedKernel.launch`` runs this plan."""
+    budget = _INTERPRETER_ELEMENTS if interpreting() else _GPU_ELEMENTS // (2 if fused else 1)
     patches = max(1, budget // (2 * th * tw))
     block_c = min(triton.next_power_of_2(max(columns, 1)), 16, patches)
     block_t = max(1, min(patches // block_c, triton.next_power_of_2(max(tiles, 1))))
