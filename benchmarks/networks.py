@@ -273,8 +273,8 @@ IMAGE = 224
 # (torchvision's Kinetics-400 recipe).
 INPUT_SIZES: Dict[str, Tuple[int, ...]] = {"r3d_18": (3, 16, 112, 112)}
 # The batch a suite is benchmarked at on a GPU when no --batches is given, where not the run's
-# default: 8 clips (R3D-18 is 41 GMACs per clip).
-SUITE_BATCHES: Dict[str, int] = {"r3d_18": 8}
+# default: 8 clips (R3D-18 is 41 GMACs per clip); the long convolutions at batch 8 (FlashFFTConv's).
+SUITE_BATCHES: Dict[str, int] = {"r3d_18": 8, "longconv": 8}
 
 
 def input_size(suite: str, image: int = IMAGE) -> Tuple[int, ...]:
