@@ -39,11 +39,14 @@ def test_large_kernels_match_pytorch(case, path, passes, device):
         assert_close(y, ref, dtype, case.reduction, error_ratio=ERROR_RATIO[dtype])
 
 
-@pytest.mark.parametrize("length", [48, 160])
-def test_hyena_causal_long_convolution(length, device):
-    """kernels.conv1d(u, k, padding=L-1, groups=D)[..., :L], the filter as long as the sequence
-    (160 taps: beyond half the largest 1-D tile, so the filter runs in chunks)."""
-    d = 3
+@pytest.mark.parametrize("length,chunks", [(160, 1), (2500, 2)])
+def test_hyena_causal_long_convolution(length, chunks, device):
+    """kernels.conv1d(u, k, padding=L-1, groups=D)[..., :L], the filter as long as the sequence, on the
+    decomposed full-length DFT (LONG: N = 64 x N2 points; 2500 taps: past N / 2 = 2048, two chunks)."""
+    d = 2
+    params = kernels.ConvParams.from_shapes((2, d, 1, length), (d, 1, 1, length), padding=(0, length - 1), groups=d)
+    plan = make_plan(params)
+    assert plan.long and plan.kernel_chunks == (1, chunks) and plan.th * plan.tw >= 1024
     u = torch.randn(2, d, length, dtype=torch.float64, device=device)
     k = torch.randn(d, 1, length, dtype=torch.float64, device=device) / length ** 0.5
     y = kernels.conv1d(u, k, padding=length - 1, groups=d, algorithm="fft")[..., :length]

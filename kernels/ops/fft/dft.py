@@ -5,6 +5,13 @@ through the shared epilogue.
 Spectra of B patches are held as [B, TW, 2, TH]: frequency (v along the width, u along the
 height) at index f = v * TH + u, the real and imaginary parts on the middle axis. With TH = 1 the
 height has no transform (a 1-D DFT along the width).
+
+LONG (a full-length 1-D DFT of N = TW * TH points, decomposed as Cooley-Tukey / Monarch: N1 = TW,
+N2 = TH): sample j = n1 * N2 + n2 of a sequence sits at row n2, column n1 of its "patch"
+(``load_sequences``), so the width GEMM is the N1-point DFT over the stride-N2 samples; the twiddles
+exp(-2 pi i n2 k1 / N) multiply between the two GEMMs, and the height GEMM is the N2-point DFT. The
+inverse runs the same steps backwards with conjugate matrices and twiddles, and ``store_sequences``
+reads sample n1 * N2 + n2 back from row n2, column n1.
 """
 from __future__ import annotations
 
@@ -42,6 +49,36 @@ def load_patches(src_ptr, n, h0, w0, tile_ok, c, c_ok, H, W, s_n, s_c, s_h, s_w,
 
 
 @triton.jit
+def load_sequences(src_ptr, n, w0, tile_ok, c, c_ok, W, s_n, s_c, s_w, dil_w, TH: tl.constexpr, TW: tl.constexpr):
+    """LONG: [BT, BC, TH, TW] sequences: element (a, b) of tile t and channel c is src[n_t, c, 0, w0_t + j /
+    dil_w] with j = b * TH + a (a multiple of dil_w, inside the source), else 0."""
+    a = tl.arange(0, TH)
+    b = tl.arange(0, TW)
+    j = b[None, :] * TH + a[:, None]
+    ww = w0[:, None, None, None] + (j // dil_w)[None, None, :, :]
+    ok = (tile_ok[:, None, None, None] & c_ok[None, :, None, None] & ((j % dil_w) == 0)[None, None, :, :]
+          & (ww >= 0) & (ww < W))
+    return tl.load(src_ptr + n[:, None, None, None] * s_n + c[None, :, None, None] * s_c + ww * s_w, mask=ok,
+                   other=0.0)
+
+
+@triton.jit
+def _twiddle(z, tc_ptr, ts_ptr, ROWS: tl.constexpr, COLS: tl.constexpr, TRANSPOSED: tl.constexpr):
+    """z [B, ROWS, 2, COLS] times the twiddles (c - i s) of the [TH, TW] tables (read as [COLS, ROWS]
+    when TRANSPOSED): re' = re c + im s, im' = im c - re s."""
+    rows = tl.arange(0, ROWS)
+    cols = tl.arange(0, COLS)
+    if TRANSPOSED:
+        offs = cols[None, :] * ROWS + rows[:, None]
+    else:
+        offs = rows[:, None] * COLS + cols[None, :]
+    tc = tl.load(tc_ptr + offs)[None, :, :]
+    ts = tl.load(ts_ptr + offs)[None, :, :]
+    re, im = tl.split(tl.permute(z, (0, 1, 3, 2)))
+    return tl.permute(tl.join(re * tc + im * ts, im * tc - re * ts), (0, 1, 3, 2))
+
+
+@triton.jit
 def _square(ptr, ROWS: tl.constexpr, COLS: tl.constexpr):
     rows = tl.arange(0, ROWS)
     cols = tl.arange(0, COLS)
@@ -49,34 +86,41 @@ def _square(ptr, ROWS: tl.constexpr, COLS: tl.constexpr):
 
 
 @triton.jit
-def forward_dft(d, fr_w_ptr, fc_h_ptr, B: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
-                ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+def forward_dft(d, fr_w_ptr, fc_h_ptr, tc_ptr, ts_ptr, B: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
+                ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr, LONG: tl.constexpr):
     """Spectra [B, TW, 2, TH] of real patches d [B, TH, TW]: along the width one GEMM
     [B*TH, TW] x [TW, 2TW] with ``forward_real``, then (TH > 1) along the height one GEMM
-    [B*TW, 2TH] x [2TH, 2TH] with ``forward_complex``."""
+    [B*TW, 2TH] x [2TH, 2TH] with ``forward_complex`` (LONG: the twiddles between the two)."""
     fr = _square(fr_w_ptr, TW, 2 * TW)
     z = tl.dot(tl.reshape(d, (B * TH, TW)).to(fr.dtype), fr, input_precision=PRECISION, out_dtype=ACC_DTYPE)
     if TH == 1:
         return tl.reshape(tl.permute(tl.reshape(z, (B, 2, TW)), (0, 2, 1)), (B, TW, 2, 1))
     else:
-        z = tl.permute(tl.reshape(z, (B, TH, 2, TW)), (0, 3, 2, 1))
+        z = tl.reshape(z, (B, TH, 2, TW))
+        if LONG:
+            z = _twiddle(z, tc_ptr, ts_ptr, TH, TW, False)
+        z = tl.permute(z, (0, 3, 2, 1))
         fc = _square(fc_h_ptr, 2 * TH, 2 * TH)
         x = tl.dot(tl.reshape(z, (B * TW, 2 * TH)).to(fc.dtype), fc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         return tl.reshape(x, (B, TW, 2, TH))
 
 
 @triton.jit
-def inverse_dft(y, ic_h_ptr, ir_w_ptr, B: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
-                ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+def inverse_dft(y, ic_h_ptr, ir_w_ptr, tc_ptr, ts_ptr, B: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
+                ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr, LONG: tl.constexpr):
     """Real patches [B, TH, TW] (unnormalised: the filter spectrum carries 1 / (TH*TW)) of
     spectra y [B, TW, 2, TH]: (TH > 1) along the height [B*TW, 2TH] x [2TH, 2TH] with
-    ``inverse_complex``, then along the width [B*TH, 2TW] x [2TW, TW] with ``inverse_real``."""
+    ``inverse_complex``, then along the width [B*TH, 2TW] x [2TW, TW] with ``inverse_real`` (LONG: the
+    conjugate twiddles ``tc``, ``ts`` between the two)."""
     if TH == 1:
         z = tl.permute(tl.reshape(y, (B, TW, 2)), (0, 2, 1))
     else:
         ic = _square(ic_h_ptr, 2 * TH, 2 * TH)
         z = tl.dot(tl.reshape(y, (B * TW, 2 * TH)).to(ic.dtype), ic, input_precision=PRECISION, out_dtype=ACC_DTYPE)
-        z = tl.permute(tl.reshape(z, (B, TW, 2, TH)), (0, 3, 2, 1))
+        z = tl.reshape(z, (B, TW, 2, TH))
+        if LONG:
+            z = _twiddle(z, tc_ptr, ts_ptr, TW, TH, True)
+        z = tl.permute(z, (0, 3, 2, 1))
     ir = _square(ir_w_ptr, 2 * TW, TW)
     out = tl.dot(tl.reshape(z, (B * TH, 2 * TW)).to(ir.dtype), ir, input_precision=PRECISION, out_dtype=ACC_DTYPE)
     return tl.reshape(out, (B, TH, TW))
@@ -99,3 +143,21 @@ def store_tiles(v, n, p0, q0, tile_ok, k, k_ok, P, Q, MH, MW, output, epilogue,
     p3 = tl.reshape(tl.broadcast_to(p, shape), (rows,))
     q3 = tl.reshape(tl.broadcast_to(q, shape), (rows,))
     store_conv_tile(acc, n3, p3, q3, k, tl.reshape(ok, (rows,)), k_ok, output, epilogue)
+
+
+@triton.jit
+def store_sequences(v, n, q0, tile_ok, k, k_ok, Q, MW, output, epilogue,
+                    BT: tl.constexpr, BN: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr):
+    """LONG: store sample j = b * TH + a (row a, column b of v [BT, BN, TH, TW]) of each tile at output
+    column q0 + j, for j < MW inside the output, through ``store_conv_tile`` (row 0)."""
+    acc = tl.reshape(tl.permute(v, (0, 2, 3, 1)), (BT * TH * TW, BN))
+    a = tl.arange(0, TH)
+    b = tl.arange(0, TW)
+    j = b[None, :] * TH + a[:, None]
+    q = q0[:, None, None] + j[None, :, :]
+    ok = tile_ok[:, None, None] & (j < MW)[None, :, :] & (q < Q)
+    shape: tl.constexpr = (BT, TH, TW)
+    rows: tl.constexpr = BT * TH * TW
+    n3 = tl.reshape(tl.broadcast_to(n[:, None, None], shape), (rows,))
+    q3 = tl.reshape(q, (rows,))
+    store_conv_tile(acc, n3, n3 * 0, q3, k, tl.reshape(ok, (rows,)), k_ok, output, epilogue)

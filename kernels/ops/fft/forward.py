@@ -29,7 +29,7 @@ from ..common import acc_dtype, dot_precision, needs_int64, new_buffer, new_outp
 from ..epilogue import epilogue_arguments
 from .depthwise import depthwise
 from .inverse import inverse
-from .matrices import dft_matrices
+from .matrices import dft_matrices, twiddles
 from .plan import DEPTHWISE, DoesNotFit, FFTPlan, make_plan, product_macs, transform_blocks, transform_macs, \
     workspace_bytes
 from .product import product
@@ -97,16 +97,18 @@ def _run_pass(plan: FFTPlan, params: ConvParams, x, w, out, epilogue, origin):
     tile_grid, tile_step = (plan.tiles_h, plan.tiles_w), (plan.mh, plan.mw)
     u = torch.empty((2, f, k, cg), dtype=sdt, device=dev)
     use_int64 = needs_int64(x, w, out, epilogue.residual_or_out) or tiles * f * max(params.c, k) * 2 >= 2**31 - 1
+    long = dict(twiddles=twiddles(th, tw, sdt, dev), inverse_twiddles=twiddles(th, tw, sdt, dev, conjugate=True)) \
+        if plan.long else {}
     spectrum(w, w.stride(), u, tiles=k, tile0=0, channels=cg, size=(w.size(2), w.size(3)), tile_grid=(1, 1),
              tile_step=(1, 1), origin=(0, 0), dilation=(g.dil_h, g.dil_w), scale=1.0 / f, width=width_c,
              height=height_c, th=th, tw=tw, acc=acc, precision=prec, use_int64=use_int64,
-             blocks=transform_blocks(th, tw, cg, k))
+             blocks=transform_blocks(th, tw, cg, k), twiddles=long.get("inverse_twiddles"))
     epilogue_args, flags = epilogue.args, epilogue.flags
     if plan.path == DEPTHWISE:
         depthwise(x, x.stride(), u, out, out.stride(), epilogue_args, flags, tiles=tiles, size=(g.h, g.w), k=k,
                   multiplier=k // params.c, out_size=(g.p, g.q), tile_grid=tile_grid, tile_step=tile_step,
                   origin=origin, width=width, height=height, th=th, tw=tw, acc=acc, precision=prec,
-                  use_int64=use_int64, blocks=transform_blocks(th, tw, k, tiles, fused=True))
+                  use_int64=use_int64, blocks=transform_blocks(th, tw, k, tiles, fused=True), **long)
         return
     batch = plan.tile_batch
     v = torch.empty((2, f, min(batch, tiles), params.c), dtype=sdt, device=dev)

@@ -46,8 +46,8 @@ def _fft_inverse_kernel(
     f = (v[:, None, None] * TH + u[None, None, :]) * sy_f + part[None, :, None] * sy_part
     ptrs = y_ptr + t[:, None, None, None, None] * sy_t + k[None, :, None, None, None] + f[None, None, :, :, :]
     y = tl.load(ptrs, mask=t_ok[:, None, None, None, None] & k_ok[None, :, None, None, None], other=0.0)
-    real = inverse_dft(tl.reshape(y, (BLOCK_T * BLOCK_N, TW, 2, TH)), ic_ptr, ir_ptr, BLOCK_T * BLOCK_N, TH, TW,
-                       ACC_DTYPE, PRECISION)
+    real = inverse_dft(tl.reshape(y, (BLOCK_T * BLOCK_N, TW, 2, TH)), ic_ptr, ir_ptr, ic_ptr, ic_ptr, BLOCK_T * BLOCK_N,
+                       TH, TW, ACC_DTYPE, PRECISION, False)
     n, p0, q0, _h0, _w0 = tile_origin(tile, TILES_H, TILES_W, MH, MW, 0, 0)
     store_tiles(tl.reshape(real, (BLOCK_T, BLOCK_N, TH, TW)), n, p0, q0, t_ok, k, k_ok, P, Q, MH, MW,
                 (out_ptr, so_n, so_k, so_p, so_q),

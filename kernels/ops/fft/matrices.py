@@ -54,3 +54,18 @@ def _matrices(t: int, conjugate: bool, dtype: torch.dtype, device: str) -> DFTMa
 def dft_matrices(t: int, dtype: torch.dtype, device, conjugate: bool = False) -> DFTMatrices:
     """The four block matrices of a length-``t`` DFT (see the module docstring), in ``dtype``."""
     return _matrices(int(t), bool(conjugate), dtype, str(torch.device(device)))
+
+
+@lru_cache(maxsize=64)
+def _twiddles(n2: int, n1: int, conjugate: bool, dtype: torch.dtype, device: str):
+    rows = torch.arange(n2, dtype=torch.int64)[:, None]
+    cols = torch.arange(n1, dtype=torch.int64)[None, :]
+    angle = ((rows * cols) % (n1 * n2)).to(torch.float64) * (2 * math.pi / (n1 * n2))
+    sin = -torch.sin(angle) if conjugate else torch.sin(angle)
+    return tuple(t.to(device=device, dtype=dtype).contiguous() for t in (torch.cos(angle), sin))
+
+
+def twiddles(n2: int, n1: int, dtype: torch.dtype, device, conjugate: bool = False):
+    """(cos, sin) [n2, n1] of the twiddles exp(-2 pi i n2 k1 / N), N = n1 * n2, between the two GEMMs of a
+    decomposed N-point DFT (``dft.py``, LONG); ``conjugate``: exp(+2 pi i n2 k1 / N) (sin negated)."""
+    return _twiddles(int(n2), int(n1), bool(conjugate), dtype, str(torch.device(device)))

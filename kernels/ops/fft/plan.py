@@ -41,6 +41,9 @@ TILES_1D = (16, 32, 64, 128, 256)
 # The fused depthwise kernel holds both transforms' matrices and its patches at once: a 64 x 64 tile
 # needs 576 KB of shared memory on sm_90 (the compile check), a 32 x 32 one fits.
 DEPTHWISE_TILES_2D = (16, 32)
+# 1-D depthwise (Hyena's long convolutions): full-length DFTs of N = TH * TW points, N1 = TW = 64 and
+# N2 = TH (``dft.py``, LONG), up to 4096 points; longer filters run in chunks of up to 2048 taps.
+LONG_TILES = ((16, 64), (32, 64), (64, 64))
 WORKSPACE_MULTIPLE = 8
 WORKSPACE_FLOOR = 256 * 2**20
 MIN_TILE_BATCH = 16
@@ -80,14 +83,15 @@ class FFTPlan:
     path: str
     tile_batch: int  # tiles per launch batch
     spectrum_dtype: torch.dtype
+    long: bool = False  # one full-length 1-D DFT of TH * TW points per tile (``dft.py``, LONG)
 
     @property
     def mh(self) -> int:
-        return self.th - self.geometry.dil_h * (self.chunk_r - 1)
+        return 1 if self.long else self.th - self.geometry.dil_h * (self.chunk_r - 1)
 
     @property
     def mw(self) -> int:
-        return self.tw - self.geometry.dil_w * (self.chunk_s - 1)
+        return (self.th if self.long else 1) * self.tw - self.geometry.dil_w * (self.chunk_s - 1)
 
     @property
     def frequencies(self) -> int:
@@ -190,24 +194,27 @@ def make_plan(params: ConvParams) -> FFTPlan:
     one_d = reach_h == 1
     path = DEPTHWISE if params.c_per_group == 1 and params.groups > 1 else TILED
     tiles_2d = TILES_2D if path == TILED else DEPTHWISE_TILES_2D
-    largest_w = TILES_1D[-1] if one_d else tiles_2d[-1]
+    longs = LONG_TILES if one_d and path == DEPTHWISE else ()
+    largest_w = max([TILES_1D[-1]] + [th * tw for th, tw in longs]) if one_d else tiles_2d[-1]
     chunk_r = g.r if one_d else _chunk_taps(g.r, g.dil_h, tiles_2d[-1])
     chunk_s = _chunk_taps(g.s, g.dil_w, largest_w)
     creach_h, creach_w = g.dil_h * (chunk_r - 1) + 1, g.dil_w * (chunk_s - 1) + 1
     heights = (1,) if one_d else [t for t in tiles_2d if t >= creach_h]
     widths = [t for t in (TILES_1D if one_d else tiles_2d) if t >= creach_w]
+    shapes = [(th, tw, False) for th in heights for tw in widths]
+    shapes += [(th, tw, True) for th, tw in longs if th * tw >= creach_w]
     ranked = []
-    for th in heights:
-        for tw in widths:
-            mh, mw = th - creach_h + 1, tw - creach_w + 1
+    for th, tw, long in shapes:
+        if True:
+            mh, mw = (1, th * tw - creach_w + 1) if long else (th - creach_h + 1, tw - creach_w + 1)
             # Tiles beyond the output only add work: count the whole tiles that cover it.
             cost = _cost(th, tw, mh, mw, params, path)
             cost *= triton.cdiv(g.p, mh) * mh * triton.cdiv(g.q, mw) * mw / max(1, g.p * g.q)
-            ranked.append((cost, th, tw))
+            ranked.append((cost, th, tw, long))
     budget = workspace_budget(params)
     smallest = None
-    for _, th, tw in sorted(ranked):
-        plan = FFTPlan(transposed, g, th, tw, chunk_r, chunk_s, path, 1, spectrum_dtype(params.dtype))
+    for _, th, tw, long in sorted(ranked):
+        plan = FFTPlan(transposed, g, th, tw, chunk_r, chunk_s, path, 1, spectrum_dtype(params.dtype), long)
         tiles = max(1, params.n * plan.tiles_h * plan.tiles_w)
         fixed = workspace_bytes(plan, params, 0)["workspace_bytes"]
         per_tile = workspace_bytes(plan, params, 1)["workspace_bytes"] - fixed

@@ -10,14 +10,14 @@ import triton
 import triton.language as tl
 
 from ...core.launcher import TunedKernel, config
-from .dft import forward_dft, load_patches, tile_origin
+from .dft import forward_dft, load_patches, load_sequences, tile_origin
 
 
 @triton.jit
 def _fft_spectrum_kernel(
     # pointers: the source (input or weight), the DFT matrices (width: forward_real, height:
-    # forward_complex), the spectra
-    src_ptr, fr_ptr, fc_ptr, spec_ptr,
+    # forward_complex), the twiddles (LONG), the spectra
+    src_ptr, fr_ptr, fc_ptr, tc_ptr, ts_ptr, spec_ptr,
     # the tiles of this batch (first: TILE0) and the source's channels and size
     TILES, TILE0, C, H, W, TILES_H, TILES_W, MH, MW,
     # strides of the source (n, c, h, w: for the weight k, c, r, s) and of the spectra (part, f, t;
@@ -28,7 +28,7 @@ def _fft_spectrum_kernel(
     pad_h, pad_w, dil_h, dil_w, scale,
     # meta-parameters
     TH: tl.constexpr, TW: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
-    USE_INT64: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+    USE_INT64: tl.constexpr, LONG: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """Each program writes spec[part, f, t, c] for BLOCK_T tiles t (of the batch) x BLOCK_C
     channels c, every frequency f and both parts: scale * DFT(patch of tile TILE0 + t, channel c).
@@ -44,8 +44,11 @@ def _fft_spectrum_kernel(
         tile = tile.to(tl.int64)
         t = t.to(tl.int64)
     n, _p0, _q0, h0, w0 = tile_origin(tile, TILES_H, TILES_W, MH, MW, pad_h, pad_w)
-    d = load_patches(src_ptr, n, h0, w0, t_ok, c, c_ok, H, W, s_n, s_c, s_h, s_w, dil_h, dil_w, TH, TW)
-    x = forward_dft(d, fr_ptr, fc_ptr, BLOCK_T * BLOCK_C, TH, TW, ACC_DTYPE, PRECISION) * scale
+    if LONG:
+        d = load_sequences(src_ptr, n, w0, t_ok, c, c_ok, W, s_n, s_c, s_w, dil_w, TH, TW)
+    else:
+        d = load_patches(src_ptr, n, h0, w0, t_ok, c, c_ok, H, W, s_n, s_c, s_h, s_w, dil_h, dil_w, TH, TW)
+    x = forward_dft(d, fr_ptr, fc_ptr, tc_ptr, ts_ptr, BLOCK_T * BLOCK_C, TH, TW, ACC_DTYPE, PRECISION, LONG) * scale
     x = tl.reshape(x, (BLOCK_T, BLOCK_C, TW, 2, TH))
     v = tl.arange(0, TW)
     part = tl.arange(0, 2)
@@ -64,16 +67,17 @@ SPECTRUM = TunedKernel(
 
 
 def spectrum(src, src_strides, spec, *, tiles, tile0, channels, size, tile_grid, tile_step, origin, dilation,
-             scale, width, height, th, tw, acc, precision, use_int64, blocks):
+             scale, width, height, th, tw, acc, precision, use_int64, blocks, twiddles=None):
     """Launch ``_fft_spectrum_kernel`` with the planner's blocks (BLOCK_T, BLOCK_C); ``width`` and
-    ``height`` are the ``DFTMatrices`` of TW and TH points (the conjugate ones for the filter)."""
+    ``height`` are the ``DFTMatrices`` of TW and TH points (the conjugate ones for the filter);
+    ``twiddles`` (cos, sin tables): the full-length DFT of TW * TH points (LONG)."""
     block_t, block_c = blocks
     cfg = config(BLOCK_T=block_t, BLOCK_C=block_c, num_stages=1, num_warps=8)
     SPECTRUM.launch(
         lambda meta: (triton.cdiv(tiles, meta["BLOCK_T"]), triton.cdiv(channels, meta["BLOCK_C"])), [cfg],
-        src, width.forward_real, height.forward_complex, spec,
+        src, width.forward_real, height.forward_complex, *(twiddles or (width.forward_real,) * 2), spec,
         tiles, tile0, channels, *size, *tile_grid, *tile_step,
         *src_strides, spec.stride(0), spec.stride(1), spec.stride(2),
         *origin, *dilation, scale,
-        TH=th, TW=tw, ACC_DTYPE=acc, PRECISION=precision, USE_INT64=use_int64,
+        TH=th, TW=tw, ACC_DTYPE=acc, PRECISION=precision, USE_INT64=use_int64, LONG=twiddles is not None,
     )
