@@ -89,10 +89,10 @@ def error_1d(algorithm: str, length: int, dtype_name: str, channels: int, device
     return _relative(out, ref)
 
 
-def study(gpu: bool, device, lengths) -> Dict[str, List[Dict]]:
+def study(gpu: bool, device, lengths, kernels_2d=KERNELS_2D) -> Dict[str, List[Dict]]:
     channels, hw = (64, 56) if gpu else (4, 0)
     rows_2d, rows_1d = [], []
-    for seed, kernel in enumerate(KERNELS_2D):
+    for seed, kernel in enumerate(kernels_2d):
         size = hw or max(2 * kernel, 12)
         for tile in TILES_2D:
             if tile < kernel:
@@ -116,7 +116,7 @@ def study(gpu: bool, device, lengths) -> Dict[str, List[Dict]]:
 def worst_ratio(rows: Dict[str, List[Dict]]) -> Dict[str, float]:
     """Per dtype: the largest ratio of fft's error to im2col's on the same problem."""
     every = rows["2d"] + rows["1d"]
-    return {d: max(r[f"{d}/fft"] / r[f"{d}/im2col"] for r in every) for d in DTYPES}
+    return {d: max(r[f"{d}/fft"] / r[f"{d}/im2col"] for r in every) for d in DTYPES} if every else {}
 
 
 def markdown(rows: Dict[str, List[Dict]], note: str) -> str:
@@ -133,7 +133,7 @@ def markdown(rows: Dict[str, List[Dict]], note: str) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     worst = worst_ratio(rows)
     lines += ["", "| worst ratio fft / im2col | " + " | ".join(DTYPES) + " |", "|---|" + "---|" * len(DTYPES),
-              "| all problems above | " + " | ".join(f"{worst[d]:.1f}x" for d in DTYPES) + " |"]
+              "| all problems above | " + " | ".join(f"{worst.get(d, 0):.1f}x" for d in DTYPES) + " |"]
     return note + "\n\n" + "\n".join(lines)
 
 
@@ -141,13 +141,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--max-length", type=int, default=max(LENGTHS_1D))
+    parser.add_argument("--only-1d", action="store_true", help="skip the 2-D kernels")
     args = parser.parse_args(argv)
     gpu = torch.cuda.is_available()
     if not gpu:
         os.environ["TRITON_INTERPRET"] = "1"  # a script, like the tests: set before triton loads
     device = "cuda" if gpu else "cpu"
     lengths = [n for n in LENGTHS_1D if n <= args.max_length]
-    rows = study(gpu, device, lengths)
+    rows = study(gpu, device, lengths, () if args.only_1d else KERNELS_2D)
     where = (f"{torch.cuda.get_device_name()}, 64 channels at 56x56, 1-D with 768 channels" if gpu else
              "CPU, Triton interpreter; 2-D: 4 -> 4 channels on max(2k, 12)^2 pixels, 1-D: 2 channels")
     note = (f"Relative error ||out - ref|| / ||ref|| against float64 ({where}); 2-D: Kaiming-normal weights, "

@@ -332,4 +332,8 @@ def scaled_down(case: ConvCase, channel_div: int, spatial_div: int) -> ConvCase:
               for size, dil, taps in zip(sizes, dilation, kernel)]
     if case.three_d:
         return replace(case, c=c, k=k, d=scaled[0], h=scaled[1], w=scaled[2], groups=groups)
+    if case.one_d and case.s == case.w > 16 and case.padding == case.s - 1:
+        # A causal long convolution (filter as long as the sequence) keeps that structure at 1 / spatial_div.
+        length = max(16, case.w // spatial_div)
+        return replace(case, c=c, k=k, w=length, s=length, padding=length - 1, groups=groups)
     return replace(case, c=c, k=k, h=scaled[0], w=scaled[1], groups=groups)
