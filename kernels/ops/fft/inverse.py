@@ -58,7 +58,7 @@ def _fft_inverse_kernel(
 
 # Static configs: the compile check's fallbacks; every launch runs the planner's blocks (``plan.transform_blocks``).
 INVERSE = TunedKernel(
-    _fft_inverse_kernel, configs=[config(BLOCK_T=1, BLOCK_N=2, num_stages=1, num_warps=8), config(BLOCK_T=1, BLOCK_N=4, num_stages=1, num_warps=8)],
+    _fft_inverse_kernel, configs=[config(BLOCK_T=1, BLOCK_N=2, num_stages=1, num_warps=8), config(BLOCK_T=2, BLOCK_N=1, num_stages=1, num_warps=8)],
     key=["K", "P", "Q", "ACC_DTYPE", "TH", "TW"], interpreter_config=config(BLOCK_T=1, BLOCK_N=16, num_stages=1),
 )
 
