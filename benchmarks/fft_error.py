@@ -3,7 +3,9 @@
 2-D: dense convolutions with square kernels 5..31 ('same' padding), Kaiming-normal weights,
 post-ReLU inputs, run with each DFT tile the planner may pick for them (the planner's candidates
 restricted to that one tile); 1-D: Hyena's causal depthwise long convolution (filter length = sequence
-length, ``conv1d(u, k, padding=L-1, groups=D)[..., :L]``), lengths 256..16K, on the planner's tile.
+length, ``conv1d(u, k, padding=L-1, groups=D)[..., :L]``), lengths 256..16K, on the planner's tile,
+beside PyTorch's own F.conv1d in the same dtype (under the interpreter im2col takes a minute for a
+256-tap filter; that baseline column is still labelled im2col).
 Per dtype: fp32 (IEEE), tf32 (fp32 with ``torch.backends.cudnn.allow_tf32``, im2col likewise), fp16,
 bf16. Error: ||out - ref|| / ||ref|| against F.conv2d / F.conv1d in float64 on the same rounded operands.
 
@@ -84,7 +86,10 @@ def error_1d(algorithm: str, length: int, dtype_name: str, channels: int, device
     k = torch.randn(channels, 1, length, generator=gen) * torch.exp(-torch.arange(length) / (length / 8)) / 4
     with _dtype_mode(dtype_name) as dtype, torch.no_grad():
         u, k = u.to(device, dtype), k.to(device, dtype)
-        out = kernels.conv1d(u, k, padding=length - 1, groups=channels, algorithm=algorithm)[..., :length]
+        if algorithm == "torch":  # the baseline: PyTorch's own conv1d in the same dtype
+            out = F.conv1d(u, k, padding=length - 1, groups=channels)[..., :length]
+        else:
+            out = kernels.conv1d(u, k, padding=length - 1, groups=channels, algorithm=algorithm)[..., :length]
     ref = F.conv1d(u.cpu().double(), k.cpu().double(), padding=length - 1, groups=channels)[..., :length]
     return _relative(out, ref)
 
@@ -93,7 +98,7 @@ def study(gpu: bool, device, lengths, kernels_2d=KERNELS_2D) -> Dict[str, List[D
     channels, hw = (64, 56) if gpu else (4, 0)
     rows_2d, rows_1d = [], []
     for seed, kernel in enumerate(kernels_2d):
-        size = hw or max(2 * kernel, 12)
+        size = hw or kernel + 9
         for tile in TILES_2D:
             if tile < kernel:
                 continue
@@ -102,14 +107,14 @@ def study(gpu: bool, device, lengths, kernels_2d=KERNELS_2D) -> Dict[str, List[D
                 row[f"{d}/im2col"] = error_2d("im2col", kernel, d, channels, size, device, seed)
                 row[f"{d}/fft"] = error_2d("fft", kernel, d, channels, size, device, seed, tile)
             rows_2d.append(row)
-            print(f"  2-D {kernel}x{kernel} tile {tile}: done", file=sys.stderr, flush=True)
+            print(json.dumps(row), file=sys.stderr, flush=True)
     for seed, length in enumerate(lengths):
         row = {"length": length, "shape": f"1x{2 if not gpu else 768}x{length}"}
         for d in DTYPES:
-            for algorithm in ("im2col", "fft"):
-                row[f"{d}/{algorithm}"] = error_1d(algorithm, length, d, 2 if not gpu else 768, device, seed)
+            for algorithm, name in (("torch", "im2col"), ("fft", "fft")):
+                row[f"{d}/{name}"] = error_1d(algorithm, length, d, 2 if not gpu else 768, device, seed)
         rows_1d.append(row)
-        print(f"  1-D L={length}: done", file=sys.stderr, flush=True)
+        print(json.dumps(row), file=sys.stderr, flush=True)
     return {"2d": rows_2d, "1d": rows_1d}
 
 
@@ -150,7 +155,7 @@ def main(argv=None) -> int:
     lengths = [n for n in LENGTHS_1D if n <= args.max_length]
     rows = study(gpu, device, lengths, () if args.only_1d else KERNELS_2D)
     where = (f"{torch.cuda.get_device_name()}, 64 channels at 56x56, 1-D with 768 channels" if gpu else
-             "CPU, Triton interpreter; 2-D: 4 -> 4 channels on max(2k, 12)^2 pixels, 1-D: 2 channels")
+             "CPU, Triton interpreter; 2-D: 4 -> 4 channels on (k + 9)^2 pixels, 1-D: 2 channels")
     note = (f"Relative error ||out - ref|| / ||ref|| against float64 ({where}); 2-D: Kaiming-normal weights, "
             "post-ReLU inputs, padding 'same'; 1-D: causal, filter length = L, exponentially decaying filter.")
     print(markdown(rows, note))
