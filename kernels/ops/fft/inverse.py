@@ -9,7 +9,7 @@ from .dft import inverse_dft, store_tiles, tile_origin
 
 
 @triton.jit
-def _fft_inverse_kernel(
+def _fft_inverse_transform_kernel(
     # pointers: products Y [2, F, tiles, K], inverse DFT matrices (height: inverse_complex,
     # width: inverse_real), output
     y_ptr, ic_ptr, ir_ptr, out_ptr,
@@ -58,14 +58,14 @@ def _fft_inverse_kernel(
 
 # Static configs: the compile check's fallbacks; every launch runs the planner's blocks (``plan.transform_blocks``).
 INVERSE = TunedKernel(
-    _fft_inverse_kernel, configs=[config(BLOCK_T=1, BLOCK_N=2, num_stages=1, num_warps=8), config(BLOCK_T=2, BLOCK_N=1, num_stages=1, num_warps=8)],
+    _fft_inverse_transform_kernel, configs=[config(BLOCK_T=1, BLOCK_N=2, num_stages=1, num_warps=8), config(BLOCK_T=2, BLOCK_N=1, num_stages=1, num_warps=8)],
     key=["K", "P", "Q", "ACC_DTYPE", "TH", "TW"], interpreter_config=config(BLOCK_T=1, BLOCK_N=16, num_stages=1),
 )
 
 
 def inverse(y, out, out_strides, epilogue_args, epilogue_flags, *, tiles, tile0, k, size, tile_grid, tile_step,
             width, height, th, tw, acc, precision, use_int64, blocks):
-    """Launch ``_fft_inverse_kernel`` with the planner's blocks (BLOCK_T, BLOCK_N)."""
+    """Launch ``_fft_inverse_transform_kernel`` with the planner's blocks (BLOCK_T, BLOCK_N)."""
     block_t, block_n = blocks
     cfg = config(BLOCK_T=block_t, BLOCK_N=block_n, num_stages=1, num_warps=8)
     INVERSE.launch(

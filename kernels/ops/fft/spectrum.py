@@ -14,7 +14,7 @@ from .dft import forward_dft, load_patches, load_sequences, tile_origin
 
 
 @triton.jit
-def _fft_spectrum_kernel(
+def _fft_forward_transform_kernel(
     # pointers: the source (input or weight), the DFT matrices (width: forward_real, height:
     # forward_complex), the twiddles (LONG), the spectra
     src_ptr, fr_ptr, fc_ptr, tc_ptr, ts_ptr, spec_ptr,
@@ -61,14 +61,14 @@ def _fft_spectrum_kernel(
 
 # Static configs: the compile check's fallbacks; every launch runs the planner's blocks (``plan.transform_blocks``).
 SPECTRUM = TunedKernel(
-    _fft_spectrum_kernel, configs=[config(BLOCK_T=1, BLOCK_C=2, num_stages=1, num_warps=8), config(BLOCK_T=1, BLOCK_C=4, num_stages=1, num_warps=8)],
+    _fft_forward_transform_kernel, configs=[config(BLOCK_T=1, BLOCK_C=2, num_stages=1, num_warps=8), config(BLOCK_T=1, BLOCK_C=4, num_stages=1, num_warps=8)],
     key=["C", "ACC_DTYPE", "TH", "TW"], interpreter_config=config(BLOCK_T=1, BLOCK_C=16, num_stages=1),
 )
 
 
 def spectrum(src, src_strides, spec, *, tiles, tile0, channels, size, tile_grid, tile_step, origin, dilation,
              scale, width, height, th, tw, acc, precision, use_int64, blocks, twiddles=None):
-    """Launch ``_fft_spectrum_kernel`` with the planner's blocks (BLOCK_T, BLOCK_C); ``width`` and
+    """Launch ``_fft_forward_transform_kernel`` with the planner's blocks (BLOCK_T, BLOCK_C); ``width`` and
     ``height`` are the ``DFTMatrices`` of TW and TH points (the conjugate ones for the filter);
     ``twiddles`` (cos, sin tables): the full-length DFT of TW * TH points (LONG)."""
     block_t, block_c = blocks
