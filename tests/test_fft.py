@@ -109,7 +109,7 @@ def test_out_of_scope_raises_value_error_naming_fft(call, words):
 
 def test_layer_beyond_the_workspace_bound_is_rejected_before_allocating():
     """A 3x3 kernel dilated by 15 over 512 -> 512 channels: its filter spectrum alone (2 GB at 32x32
-    tiles) is far past the bound (256 MiB here); resolving it fails on shapes alone (no tensor exists)."""
+    tiles) is far past the bound (1 GiB here); resolving it fails on shapes alone (no tensor exists)."""
     params = kernels.ConvParams.from_shapes((1, 512, 64, 64), (512, 512, 3, 3), padding=15, dilation=15,
                                             dtype=torch.float16)
     reason = kernels.REGISTRY["fft"].why_not(params)

@@ -45,7 +45,7 @@ DEPTHWISE_TILES_2D = (16, 32)
 # N2 = TH (``dft.py``, LONG), up to 4096 points; longer filters run in chunks of up to 2048 taps.
 LONG_TILES = ((16, 64), (32, 64), (64, 64))
 WORKSPACE_MULTIPLE = 8
-WORKSPACE_FLOOR = 256 * 2**20
+WORKSPACE_FLOOR = 2**30
 MIN_TILE_BATCH = 16
 
 TILED = "tiled"
