@@ -4,8 +4,9 @@
 post-ReLU inputs, run with each DFT tile the planner may pick for them (the planner's candidates
 restricted to that one tile); 1-D: Hyena's causal depthwise long convolution (filter length = sequence
 length, ``conv1d(u, k, padding=L-1, groups=D)[..., :L]``), lengths 256..16K, on the planner's tile,
-beside PyTorch's own F.conv1d in the same dtype (under the interpreter im2col takes a minute for a
-256-tap filter; that baseline column is still labelled im2col).
+beside F.conv1d accumulated in fp32 on the same rounded operands and rounded to the dtype (what a GEMM
+with fp32 accumulation gives; under the interpreter im2col takes minutes for a long filter). That
+baseline column is labelled im2col in the tables and JSON.
 Per dtype: fp32 (IEEE), tf32 (fp32 with ``torch.backends.cudnn.allow_tf32``, im2col likewise), fp16,
 bf16. Error: ||out - ref|| / ||ref|| against F.conv2d / F.conv1d in float64 on the same rounded operands.
 
@@ -86,8 +87,8 @@ def error_1d(algorithm: str, length: int, dtype_name: str, channels: int, device
     k = torch.randn(channels, 1, length, generator=gen) * torch.exp(-torch.arange(length) / (length / 8)) / 4
     with _dtype_mode(dtype_name) as dtype, torch.no_grad():
         u, k = u.to(device, dtype), k.to(device, dtype)
-        if algorithm == "torch":  # the baseline: PyTorch's own conv1d in the same dtype
-            out = F.conv1d(u, k, padding=length - 1, groups=channels)[..., :length]
+        if algorithm == "torch":  # the baseline: fp32 accumulation of the rounded operands, rounded to dtype
+            out = F.conv1d(u.float(), k.float(), padding=length - 1, groups=channels)[..., :length].to(dtype)
         else:
             out = kernels.conv1d(u, k, padding=length - 1, groups=channels, algorithm=algorithm)[..., :length]
     ref = F.conv1d(u.cpu().double(), k.cpu().double(), padding=length - 1, groups=channels)[..., :length]

@@ -166,6 +166,8 @@ def fft_counts(params: ConvParams) -> Dict:
     }
 
 
-# Worst ||out - ref|| ratio to im2col's in the error study (docs/fft.md), per dtype; the test sweeps
-# scale their tolerance by it.
-MEASURED_ERROR_RATIO = {torch.float32: 4.0, torch.float64: 4.0, torch.float16: 4.0, torch.bfloat16: 4.0}
+# The tolerance multiple the test sweeps scale by (Algorithm.error_ratio), from the error study
+# (docs/fft.md, CPU interpreter): worst ||out - ref|| ratio to im2col's 2.1 (fp32, also used for fp64),
+# 2.05 (bf16), 1.0 (fp16); twice that, and 3 for fp16 because the interpreter computes TF32 dots in
+# fp32: TF32's rounding on a GPU is not in the measurement.
+MEASURED_ERROR_RATIO = {torch.float32: 4.5, torch.float64: 4.5, torch.float16: 3.0, torch.bfloat16: 4.5}
