@@ -5,7 +5,9 @@ Implementations: ``cudnn`` (``F.conv2d`` with ``cudnn.benchmark = True``, or the
 ``F.conv_transpose2d`` / ``F.conv1d`` / ``F.conv3d``; GPU only), ``auto`` and every eligible
 algorithm of ``kernels.REGISTRY`` (so the benchmark grows as algorithms land; for transposed and
 1-D layers, those that apply to the 2-D convolution our kernels run for them; for 3-D layers
-``auto`` alone until ``kernels.dispatch`` resolves 3-D problems), and optionally ``inductor``
+``auto`` alone until ``kernels.dispatch`` resolves 3-D problems), ``torch_fft`` where ``algorithm="fft"``
+applies to a 1-D or 2-D layer (``fft_reference.fft_conv``: a torch.fft convolution as users write it),
+and optionally ``inductor``
 (``torch.compile(mode="max-autotune")`` of the same conv).
 Every output is compared with a reference computed from the same inputs: cuDNN in fp32 with
 TF32 off on a GPU, PyTorch in float64 on the CPU.
@@ -20,6 +22,7 @@ import torch
 import kernels
 from kernels.dispatch import resolve
 
+from .fft_reference import fft_conv
 from .environment import DEVICE, ON_GPU, Precision, precision_mode
 from .networks import ConvCase
 from .timing import Rotation, Timing, bound_and_fraction, run_once, synchronize, time_calls
@@ -105,6 +108,8 @@ def implementations(case: ConvCase, rotation: Rotation, inductor: bool = False) 
         impls["cudnn"] = lambda: case.functional(*rotation.next(), **args)
     for name in ("auto", *eligible_algorithms(case)):
         impls[name] = lambda name=name: case.ours(*rotation.next(), **args, algorithm=name)
+    if "fft" in impls and case.op in ("conv1d", "conv2d"):
+        impls["torch_fft"] = lambda: fft_conv(*rotation.next(), **args)
     if inductor and ON_GPU:
         compiled = torch.compile(lambda x, w, b: case.functional(x, w, b, **args), mode="max-autotune", dynamic=False)
         impls["inductor"] = lambda: compiled(*rotation.next())

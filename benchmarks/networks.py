@@ -311,8 +311,8 @@ IMAGE = 224
 # (torchvision's Kinetics-400 recipe).
 INPUT_SIZES: Dict[str, Tuple[int, ...]] = {"r3d_18": (3, 16, 112, 112)}
 # The batch a suite is benchmarked at on a GPU when no --batches is given, where not the run's
-# default: 8 clips (R3D-18 is 41 GMACs per clip).
-SUITE_BATCHES: Dict[str, int] = {"r3d_18": 8}
+# default: 8 clips (R3D-18 is 41 GMACs per clip); the long convolutions at batch 8 (FlashFFTConv's).
+SUITE_BATCHES: Dict[str, int] = {"r3d_18": 8, "longconv": 8}
 
 
 def input_size(suite: str, image: int = IMAGE) -> Tuple[int, ...]:
@@ -370,4 +370,8 @@ def scaled_down(case: ConvCase, channel_div: int, spatial_div: int) -> ConvCase:
               for size, dil, taps in zip(sizes, dilation, kernel)]
     if case.three_d:
         return replace(case, c=c, k=k, d=scaled[0], h=scaled[1], w=scaled[2], groups=groups)
+    if case.one_d and case.s == case.w > 16 and case.padding == case.s - 1:
+        # A causal long convolution (filter as long as the sequence) keeps that structure at 1 / spatial_div.
+        length = max(16, case.w // spatial_div)
+        return replace(case, c=c, k=k, w=length, s=length, padding=length - 1, groups=groups)
     return replace(case, c=c, k=k, h=scaled[0], w=scaled[1], groups=groups)

@@ -4,6 +4,9 @@
   from a 100-d latent to a 64x64 RGB image: five ConvTranspose2d, 4x4 kernels, stride 2;
 * ``unet``: U-Net (Ronneberger et al. 2015, with padding 1) on 256x256: its decoder's four
   2x2 stride-2 up-convolutions (1024 -> 512 ... 128 -> 64);
+* ``longconv``: Hyena's long causal depthwise convolution (Poli et al. 2023; FlashFFTConv's benchmark):
+  filter length = sequence length L = 1K, 4K, 16K, 768 channels (``conv1d(u, k, padding=L-1,
+  groups=768)[..., :L]``), batch 8;
 * ``mamba_conv1d``: the short causal depthwise convolution of a Mamba block (Gu & Dao 2023;
   ``nn.Conv1d(d_inner, d_inner, 4, groups=d_inner, padding=3)``) at Mamba-1.4B's d_inner = 4096,
   sequence length 2048.
@@ -71,6 +74,21 @@ class MambaShortConv(nn.Module):
         return self.conv1d(x)[..., : x.shape[-1]]
 
 
+class LongConv(nn.Module):
+    """Hyena's long causal convolutions at the lengths of ``LENGTHS``: the input (768, 16K) is cut to
+    each length, each filter as long as its sequence."""
+
+    LENGTHS = (1024, 4096, 16384)
+
+    def __init__(self, channels: int = 768):
+        super().__init__()
+        self.convs = nn.ModuleList([nn.Conv1d(channels, channels, n, groups=channels, padding=n - 1, bias=False)
+                                    for n in self.LENGTHS])
+
+    def forward(self, x):
+        return [conv(x[..., :n])[..., :n] for conv, n in zip(self.convs, self.LENGTHS)]
+
+
 class VariantSuite(NamedTuple):
     build: Callable[[], nn.Module]
     input_size: Tuple[int, ...]  # one sample
@@ -84,4 +102,6 @@ VARIANT_SUITES: Dict[str, VariantSuite] = {
     "dcgan": VariantSuite(DCGANGenerator, (100, 1, 1)),
     "unet": VariantSuite(UNet, (3, 256, 256), only=("conv_transpose2d",)),
     "mamba_conv1d": VariantSuite(MambaShortConv, (4096, 2048), interpreter_scale=(256, 64)),
+    # Under the interpreter: 768 / 384 = 2 channels, lengths / 64 (16 to 256 taps).
+    "longconv": VariantSuite(LongConv, (768, 16384), interpreter_scale=(384, 64)),
 }

@@ -45,12 +45,18 @@ def applies(algorithm: str, case: Case) -> bool:
     return kernels.REGISTRY[algorithm].eligible(params)
 
 
+# Algorithms that apply to nearly every case and are slow under the interpreter: where a sweep takes only
+# the first few cases per algorithm, these take this many (test_fft.py covers their own shapes).
+INTERPRETER_CAPS = {"fft": 1}
+
+
 def algorithm_cases(cases, per_algorithm=None):
     """(algorithm, case) for every registered algorithm and each case it applies to
-    (the first ``per_algorithm`` of them, if given)."""
+    (the first ``per_algorithm`` of them, if given; ``INTERPRETER_CAPS`` lowers that)."""
     params = []
     for name in kernels.REGISTRY:
-        cases_for_name = [case for case in cases if applies(name, case)][:per_algorithm]
+        limit = per_algorithm if per_algorithm is None else min(per_algorithm, INTERPRETER_CAPS.get(name, per_algorithm))
+        cases_for_name = [case for case in cases if applies(name, case)][:limit]
         params += [pytest.param(name, case, id=f"{name}-{case}") for case in cases_for_name]
     return params
 

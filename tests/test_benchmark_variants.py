@@ -1,5 +1,5 @@
 """The decoder and sequence benchmark suites (DCGAN's generator, U-Net's up-convolutions, Mamba's
-depthwise conv1d): their cases against the networks' own FLOP counts, and a CPU run of each."""
+depthwise conv1d, Hyena's long convolutions): their cases against the networks' own FLOP counts, and a CPU run of each."""
 import math
 
 import pytest
@@ -28,7 +28,10 @@ def test_cases_are_the_networks_layers(suite):
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(torch.empty((1, *variant.input_size), device="meta"))
         assert macs == counter.get_total_flops() // 2
-    assert all(c.op == ("conv1d" if suite == "mamba_conv1d" else "conv_transpose2d") for c in cases)
+    assert all(c.op == ("conv1d" if suite in ("mamba_conv1d", "longconv") else "conv_transpose2d") for c in cases)
+    if suite == "longconv":  # filter length = sequence length, 768 depthwise channels, causal padding
+        assert [(c.c, c.k, c.groups, c.s, c.w, c.padding) for c in cases] == [
+            (768, 768, 768, n, n, n - 1) for n in (1024, 4096, 16384)]
     if suite == "mamba_conv1d":
         assert [(c.c, c.k, c.groups, c.s, c.w, c.padding) for c in cases] == [(4096, 4096, 4096, 4, 2048, 3)]
     for case in cases:  # scaled down for the interpreter, the same algorithms apply
@@ -48,6 +51,7 @@ def test_cpu_run_of_each_suite_is_correct():
     assert {r["suite"] for r in rows} == set(VARIANT_SUITES)
     assert all(r["ok"] and r["rel_err"] < 1e-5 for r in rows), [(r["layer"], r["impl"], r["timing"]) for r in rows]
     assert {"auto", "depthwise"} <= {r["impl"] for r in rows if r["suite"] == "mamba_conv1d"}
+    assert {"fft", "torch_fft"} <= {r["impl"] for r in rows if r["suite"] == "longconv"}
     meta = dict(device="cpu-interpreter", torch="x", triton="y", commit="c", date="d")
     text = render(meta, {}, layers, rows, [], on_gpu=False)
     assert "100x1x1→512 4x4 transposed" in text and "4096x2048→4096 k4 dw" in text

@@ -1,13 +1,18 @@
 """Resolve an ``algorithm=`` argument to a registered Algorithm, checking eligibility.
 
 ``algorithm="auto"`` routes by, in order:
-1. the timing autotune, when switched on (``autotune_cache``);
+1. the timing autotune, when switched on (``autotune_cache``), among the algorithms that are not
+   transform algorithms (``TRANSFORM_ALGORITHMS``);
 2. a committed per-device routing table (``kernels/dispatch/routing/<device name>.json``), made
    from a GPU measurement of that device: its first rule that matches the problem, if that
    algorithm applies;
 3. the static rules below, which route only to what "fast by construction" predicts fastest
    (tensor cores through the implicit GEMM, except where there is no reduction to put on them):
-   no rule routes to Winograd or direct until a committed measurement says so.
+   no rule routes to Winograd, FFT or direct until a committed measurement says so.
+
+Transform algorithms (Winograd, FFT) compute on transformed tiles: their error is larger than a
+GEMM's (docs/winograd.md, docs/fft.md) and a NaN or Inf in an input tile spreads to that tile's
+outputs (docs/semantics.md). ``auto`` picks one only where a committed per-device table says so.
 """
 from __future__ import annotations
 
@@ -21,6 +26,10 @@ from ..core.params import ConvParams
 from . import autotune_cache
 from .algorithm import Algorithm
 from .table import ALIASES, REGISTRY
+
+# Algorithms that change the error and the NaN/Inf semantics of a convolution: only a committed
+# routing table (a reviewed GPU measurement) routes ``auto`` to one.
+TRANSFORM_ALGORITHMS = frozenset({"winograd_f2", "winograd_f4", "fft"})
 
 # The static routing table: (algorithm, applies when, why). First match wins; every rule only
 # picks an algorithm that is eligible for the shapes it matches.
@@ -97,10 +106,12 @@ def table_choice(params: ConvParams, device_name: Optional[str]) -> Optional[str
 
 def choose_auto(params: ConvParams) -> str:
     """``algorithm="auto"``: the timing autotune when on (``KERNELS_AUTOTUNE=1`` or
-    ``kernels.dispatch.autotune_cache.enable()``), else the device's committed routing table, else ``ROUTES``.
+    ``kernels.dispatch.autotune_cache.enable()``; transform algorithms are not timed), else the device's
+    committed routing table, else ``ROUTES``.
     Off by default: deterministic."""
     if autotune_cache.enabled():
-        eligible = [name for name, entry in REGISTRY.items() if entry.eligible(params)]
+        eligible = [name for name, entry in REGISTRY.items()
+                    if name not in TRANSFORM_ALGORITHMS and entry.eligible(params)]
         timed = autotune_cache.choose(params, eligible)
         if timed is not None:
             return timed

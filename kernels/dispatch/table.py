@@ -12,6 +12,7 @@ from typing import Callable, Dict
 
 from ..core.params import ConvParams
 from ..ops import depthwise, direct
+from ..ops.fft import forward as fft
 from ..ops.gemm import stem
 from ..ops.gemm.dgrad import grad_input
 from ..ops.gemm.forward import im2col_forward, pointwise_unsupported
@@ -73,6 +74,15 @@ _TABLE = [
     ),
     _winograd(F2),
     _winograd(F4),
+    Algorithm(
+        name="fft",
+        unsupported=fft.unsupported,
+        forward=fft.fft_forward, count=fft.fft_counts, grad_input=fft.fft_grad_input, grad_weight=grad_weight,
+        description="FFT: tiled overlap-save, the DFTs and the per-frequency complex channel reduction as "
+                    "tensor-core GEMMs (depthwise: DFT -> multiply -> inverse DFT in one kernel per tile); "
+                    "grad_weight on the implicit GEMM",
+        error_ratio=fft.MEASURED_ERROR_RATIO.__getitem__,
+    ),
 ]
 
 REGISTRY: Dict[str, Algorithm] = {entry.name: entry for entry in _TABLE}
