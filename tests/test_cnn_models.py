@@ -238,4 +238,4 @@ def test_convert_subclasses():
     assert type(model[1]) is OwnForward
     assert model[2].algorithm == "im2col"
     with pytest.raises(ValueError, match="algorithm"):
-        cnn.convert(model, algorithm="fft")
+        cnn.convert(model, algorithm="fft2")
