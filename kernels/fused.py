@@ -28,7 +28,7 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 
 from .autograd.functions import conv_fused_inference
-from .core.checks import autocast_inputs, check_device
+from .core.checks import autocast_inputs, check_device, check_inference
 from .core.params import ConvParams, IntOrPair
 from .dispatch import resolve
 from .ops.epilogue import activation_code
@@ -172,19 +172,6 @@ def cached_scale_shift(bias, running_mean, running_var, bn_weight, bn_bias, eps,
     return value
 
 
-def _check_inference(named_tensors) -> None:
-    if not torch.is_grad_enabled():
-        return
-    for name, t in named_tensors:
-        if t is not None and t.requires_grad:
-            raise RuntimeError(
-                f"conv2d_bn is inference-only (BatchNorm with running statistics, no backward), but "
-                f"{name} requires grad while grad mode is enabled. Call it under torch.no_grad() or "
-                f"torch.inference_mode(), or detach {name}; to train, use kernels.conv2d followed by "
-                f"F.batch_norm."
-            )
-
-
 def _check_residual(residual, output_shape, dtype, device, op: str = "conv2d_bn") -> torch.Tensor:
     if not isinstance(residual, torch.Tensor):
         raise TypeError(f"{op}: residual must be a Tensor or None, got {type(residual).__name__}")
@@ -276,8 +263,10 @@ def _fused(op, input, weight, bias, running_mean, running_var, bn_weight, bn_bia
         _bn_vector(t, name, params.k, required=name.startswith("running"), op=op)
         if t is not None and t.device != input.device:
             raise RuntimeError(f"{op}: {name} must be on the input's device {input.device}, got {t.device}")
-    _check_inference((("input", input), ("weight", weight), ("bias", bias), ("bn_weight", bn_weight),
-                      ("bn_bias", bn_bias), ("residual", residual)))
+    check_inference(op, (("input", input), ("weight", weight), ("bias", bias), ("bn_weight", bn_weight),
+                         ("bn_bias", bn_bias), ("residual", residual)),
+                    what="BatchNorm with running statistics, no backward",
+                    advice="; to train, use kernels.conv2d followed by F.batch_norm")
     check_device(input, weight, bias, residual)
 
     batched = input.unsqueeze(0) if params.unbatched else input

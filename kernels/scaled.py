@@ -28,7 +28,7 @@ from typing import Optional, Union
 
 import torch
 
-from .core.checks import check_device
+from .core.checks import check_device, check_inference
 from .core.layout import output_channels_last
 from .core.params import ConvParams, IntOrPair
 from .fused import _bn_vector, _check_residual, bn_scale_shift, cached_scale_shift
@@ -88,17 +88,6 @@ def _check_out_dtype(out_dtype, output_scale) -> None:
             f"{OP}: output_scale writes a quantized output: out_dtype must be torch.float8_e4m3fn or torch.int8, "
             f"got {out_dtype}"
         )
-
-
-def _check_inference(named_tensors) -> None:
-    if not torch.is_grad_enabled():
-        return
-    for name, t in named_tensors:
-        if t is not None and t.requires_grad:
-            raise RuntimeError(
-                f"{OP} is inference-only (no backward), but {name} requires grad while grad mode is "
-                f"enabled. Call it under torch.no_grad() or torch.inference_mode(), or detach {name}."
-            )
 
 
 def conv2d_scaled(
@@ -185,7 +174,7 @@ def conv2d_scaled(
     devices = {t.device for _, t in tensors if t is not None}
     if len(devices) > 1:
         raise RuntimeError(f"{OP}: all tensors must be on the same device, got {sorted(map(str, devices))}")
-    _check_inference(tensors)
+    check_inference(OP, tensors)
     check_device(input, weight)
 
     batched = input.unsqueeze(0) if params.unbatched else input
