@@ -150,3 +150,23 @@ def test_halo_plan(gpu, monkeypatch):
             assert min(m["BLOCK_P"], m["BLOCK_Q"], m["CHUNK"]) >= 16
             assert cfg.num_warps <= 4  # a flattened loop at 8 warps: pytorch#173068
         assert len(plan) == (candidates if gpu else 1)
+
+
+def test_halo_wgrad_plan_keeps_fp32_nchw_at_one_stage(monkeypatch):
+    """The sm_90 compile spilled 16 B on two stages of fp32 NCHW blocks at 31x31: that plan has one
+    stage; 16-bit and channels_last keep both candidates."""
+    from kernels.ops import depthwise
+    from kernels.core.params import ConvParams
+
+    monkeypatch.setattr(depthwise, "interpreting", lambda: False)
+
+    def stages(dtype, channels_last):
+        x = torch.empty(32, 128, 56, 56, dtype=dtype, device="meta")
+        if channels_last:
+            x = x.to(memory_format=torch.channels_last)
+        w = torch.empty(128, 1, 31, 31, dtype=dtype, device="meta")
+        p = ConvParams.from_tensors(x, w, None, 1, 15, 1, 128)
+        return sorted(cfg.num_stages for cfg in depthwise.plan_halo_grad_weight(p))
+
+    assert stages(torch.float32, False) == [1]
+    assert stages(torch.float32, True) == stages(torch.float16, False) == [1, 2]

@@ -541,7 +541,9 @@ def plan_halo_grad_weight(params: ConvParams) -> Optional[List[triton.Config]]:
     geometry = (params.s, params.stride[1], params.dilation[1], 32 if params.q > 16 else 16)
     if interpreting():
         return [_halo_wgrad_config(*geometry, _HALO_INTERPRETER_CHANNELS, 16, 4)]
-    return [_halo_wgrad_config(*geometry, *t) for t in _HALO_WGRAD_TILES]
+    # Two stages of fp32 NCHW blocks (4-byte copies, one per element) spilled 16 B on sm_90 at 31x31.
+    one_stage = params.dtype.itemsize > 2 and not params.channels_last
+    return [_halo_wgrad_config(*geometry, *t) for t in _HALO_WGRAD_TILES if not (one_stage and t[3:] == (2,))]
 
 
 DEPTHWISE_HALO_WGRAD = TunedKernel(
