@@ -1,7 +1,8 @@
 """Low-precision inference convolution: ``kernels.conv2d_scaled`` (float8 e4m3 or int8 operands).
 
-    conv2d_scaled(input, weight, input_scale, weight_scale, bias) ==
-        F.conv2d(input.float() * input_scale, weight.float() * weight_scale.view(-1, 1, 1, 1), bias)
+    conv2d_scaled(input, weight, input_scale, weight_scale, bias)
+        = the float convolution of (input * input_scale) by (weight * weight_scale[k]) for each
+          output channel k, plus bias
 
 with the products summed in fp32 (float8) or int32 (int8: exact), cast to ``out_dtype``. It runs on
 the implicit-GEMM forward kernel (``ops/gemm/forward.py``: the im2col kernel, whose 1x1 form is

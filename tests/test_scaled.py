@@ -173,31 +173,35 @@ def test_unbatched_and_algorithms():
         kernels.conv2d_scaled(x, w, xs, ws, algorithm="winograd_f2")
 
 
+ERROR_CASE = Case(1, 4, 5, 5, 6, 3, 3)
+
+
 def _operands():
-    x = torch.zeros(1, 4, 5, 5, dtype=torch.int8)
-    w = torch.zeros(6, 4, 3, 3, dtype=torch.int8)
-    return x, w, torch.ones(1), torch.ones(6)
+    """Fresh random int8 operands and positive scales of the shapes the argument checks see."""
+    x = quantized(ERROR_CASE.input_shape, torch.int8)
+    w = quantized(ERROR_CASE.weight_shape, torch.int8)
+    return x, w, torch.rand(1) + 0.01, torch.rand(6) + 0.01
 
 
 @pytest.mark.parametrize("change, name", [
     (lambda a: dict(a, weight=a["weight"].to(torch.float8_e4m3fn)), "weight type"),
     (lambda a: dict(a, input=a["input"].float(), weight=a["weight"].float()), "input"),
     (lambda a: dict(a, input=a["input"].half()), "input"),
-    (lambda a: dict(a, input_scale=torch.ones(1, dtype=torch.float64)), "input_scale"),
-    (lambda a: dict(a, input_scale=torch.ones(2)), "input_scale"),
-    (lambda a: dict(a, weight_scale=torch.ones(5)), "weight_scale"),
-    (lambda a: dict(a, weight_scale=torch.ones(6, 1)), "weight_scale"),
-    (lambda a: dict(a, weight_scale=torch.ones(12)[::2]), "weight_scale"),
-    (lambda a: dict(a, weight_scale=torch.ones(6, dtype=torch.bfloat16)), "weight_scale"),
+    (lambda a: dict(a, input_scale=torch.rand(1, dtype=torch.float64)), "input_scale"),
+    (lambda a: dict(a, input_scale=torch.rand(2)), "input_scale"),
+    (lambda a: dict(a, weight_scale=torch.rand(5)), "weight_scale"),
+    (lambda a: dict(a, weight_scale=torch.rand(6, 1)), "weight_scale"),
+    (lambda a: dict(a, weight_scale=torch.rand(12)[::2]), "weight_scale"),
+    (lambda a: dict(a, weight_scale=torch.rand(6, dtype=torch.bfloat16)), "weight_scale"),
     (lambda a: dict(a, out_dtype=torch.int8), "out_dtype"),
     (lambda a: dict(a, out_dtype=torch.float64), "out_dtype"),
-    (lambda a: dict(a, output_scale=torch.ones(1)), "out_dtype"),
-    (lambda a: dict(a, output_scale=torch.ones(1, dtype=torch.float16), out_dtype=torch.int8), "output_scale"),
-    (lambda a: dict(a, bias=torch.zeros(6, dtype=torch.float64)), "bias"),
-    (lambda a: dict(a, bias=torch.zeros(5)), "bias"),
-    (lambda a: dict(a, running_mean=torch.zeros(6)), "running_var"),
-    (lambda a: dict(a, residual=torch.zeros(1, 6, 3, 3, dtype=torch.int8)), "residual"),
-    (lambda a: dict(a, residual=torch.zeros(1, 6, 4, 3)), "residual"),
+    (lambda a: dict(a, output_scale=torch.rand(1) + 0.5), "out_dtype"),
+    (lambda a: dict(a, output_scale=torch.rand(1, dtype=torch.float16), out_dtype=torch.int8), "output_scale"),
+    (lambda a: dict(a, bias=torch.randn(6, dtype=torch.float64)), "bias"),
+    (lambda a: dict(a, bias=torch.randn(5)), "bias"),
+    (lambda a: dict(a, running_mean=torch.randn(6)), "running_var"),
+    (lambda a: dict(a, residual=quantized((1, 6, 3, 3), torch.int8)), "residual"),
+    (lambda a: dict(a, residual=torch.randn(1, 6, 4, 3)), "residual"),
 ])
 def test_bad_arguments_raise_runtime_error_naming_them(change, name):
     x, w, xs, ws = _operands()
@@ -212,8 +216,9 @@ def test_bad_arguments_raise_runtime_error_naming_them(change, name):
 
 def test_inference_only():
     x, w, xs, ws = _operands()
-    bias = torch.zeros(6, requires_grad=True)
+    bias = torch.randn(6, requires_grad=True)
     with pytest.raises(RuntimeError, match="inference-only.*bias"):
         kernels.conv2d_scaled(x, w, xs, ws, bias)
     with torch.no_grad():
-        assert kernels.conv2d_scaled(x, w, xs, ws, bias).shape == (1, 6, 3, 3)
+        out = kernels.conv2d_scaled(x, w, xs, ws, bias, out_dtype=torch.float32)
+    assert_fp32_close(out, reference(x, w, xs, ws, bias.detach(), ERROR_CASE), ERROR_CASE)
