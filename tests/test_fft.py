@@ -85,6 +85,72 @@ def test_chunked_kernel_with_bn_residual_activation_and_gradients(device):
     assert_close(w.grad, rw.grad, torch.float64, 12 * 11, "grad_weight")
 
 
+WEIGHT_GRAD_CASES = [
+    # (input, weight, arguments): dense 7x7, grouped, depthwise x2, dilated in 2 x 2 chunks, 7x1 (transposed)
+    ((2, 3, 14, 13), (4, 3, 7, 7), dict(padding=3)),
+    ((2, 4, 12, 11), (6, 2, 5, 3), dict(padding=(2, 1), groups=2)),
+    ((1, 3, 9, 10), (6, 1, 9, 9), dict(padding="same", groups=3)),
+    ((1, 2, 12, 11), (3, 2, 3, 3), dict(padding=20, dilation=20)),
+    ((1, 2, 21, 9), (3, 2, 7, 1), dict(padding=(3, 0))),
+]
+
+
+@pytest.mark.parametrize("input_shape,weight_shape,args", WEIGHT_GRAD_CASES,
+                         ids=[f"{w}-{a}" for _, w, a in WEIGHT_GRAD_CASES])
+def test_grad_weight_runs_on_the_fft_kernels(input_shape, weight_shape, args, device, monkeypatch):
+    """grad_weight is the correlation of the input with grad_output per tile, summed over tiles in the
+    frequency domain (``weight_grad.py``): F.conv2d's in float64, through autograd, with the
+    frequency-domain reduction (not the implicit GEMM's wgrad) doing the work."""
+    from kernels.ops.fft import weight_grad
+
+    reductions = []
+    reduce = weight_grad.weight_product
+    monkeypatch.setattr(weight_grad, "weight_product", lambda *a, **k: reductions.append(k["depthwise"]) or reduce(*a, **k))
+    assert kernels.REGISTRY["fft"].grad_weight is weight_grad.fft_grad_weight
+    x = torch.randn(*input_shape, dtype=torch.float64, device=device)
+    w = torch.randn(*weight_shape, dtype=torch.float64, device=device, requires_grad=True)
+    y = kernels.conv2d(x, w, **args, algorithm="fft")
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    ref = torch.nn.grad.conv2d_weight(as_reference(x), weight_shape, as_reference(grad), **{
+        key: (value if key != "padding" or value != "same" else weight_shape[-1] // 2) for key, value in args.items()})
+    params = kernels.ConvParams.from_shapes(input_shape, weight_shape, **args, dtype=torch.float64)
+    plan = make_plan(params)
+    assert reductions and set(reductions) == {plan.path == DEPTHWISE}
+    assert len(reductions) == plan.kernel_chunks[0] * plan.kernel_chunks[1]
+    assert_close(w.grad, ref, torch.float64, input_shape[0] * y.shape[-2] * y.shape[-1], "grad_weight")
+
+
+def test_grad_weight_of_a_long_filter_in_tile_batches(monkeypatch, device):
+    """The long 1-D path (2500 taps: two chunks of a 4096-point DFT) and, under a small workspace bound,
+    a dense layer's tiles in batches whose frequency-domain sums accumulate: both as F.conv's."""
+    from kernels.ops.fft import plan as fft_plan
+
+    length, d = 2500, 2
+    u = torch.randn(1, d, length, dtype=torch.float64, device=device)
+    k = (torch.randn(d, 1, length, dtype=torch.float64, device=device) / length ** 0.5).requires_grad_(True)
+    y = kernels.conv1d(u, k, padding=length - 1, groups=d, algorithm="fft")[..., :length]
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    rk = as_reference(k).detach().requires_grad_(True)
+    F.conv1d(as_reference(u), rk, padding=length - 1, groups=d)[..., :length].backward(as_reference(grad))
+    assert_close(k.grad, rk.grad, torch.float64, length, "grad_weight")
+
+    monkeypatch.setattr(fft_plan, "WORKSPACE_MULTIPLE", 0)
+    monkeypatch.setattr(fft_plan, "WORKSPACE_FLOOR", 3 * 16384)  # fp64 16x16 spectra: DW, and V and G of 2 tiles
+    monkeypatch.setattr(fft_plan, "MIN_TILE_BATCH", 2)
+    params = kernels.ConvParams.from_shapes((2, 2, 30, 30), (2, 2, 3, 3), padding=1, dtype=torch.float64)
+    plan = make_plan(params)
+    assert fft_plan.weight_grad_tile_batch(plan, params) == 2 < 2 * plan.tiles_h * plan.tiles_w
+    x = torch.randn(2, 2, 30, 30, dtype=torch.float64, device=device)
+    w = torch.randn(2, 2, 3, 3, dtype=torch.float64, device=device, requires_grad=True)
+    y = kernels.conv2d(x, w, padding=1, algorithm="fft")
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    ref = torch.nn.grad.conv2d_weight(as_reference(x), w.shape, as_reference(grad), padding=1)
+    assert_close(w.grad, ref, torch.float64, 2 * 30 * 30, "grad_weight")
+
+
 def test_gradcheck_depthwise_large_kernel(device):
     case = Case(1, 2, 5, 5, 2, 5, 4, padding=(2, 1), groups=2)
     x, w, b = random_inputs(case, torch.float64, device, requires_grad=True)

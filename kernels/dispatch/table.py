@@ -13,6 +13,7 @@ from typing import Callable, Dict
 from ..core.params import ConvParams
 from ..ops import depthwise, direct
 from ..ops.fft import forward as fft
+from ..ops.fft.weight_grad import fft_grad_weight
 from ..ops.gemm import stem
 from ..ops.gemm.dgrad import grad_input
 from ..ops.gemm.forward import im2col_forward, pointwise_unsupported
@@ -77,10 +78,10 @@ _TABLE = [
     Algorithm(
         name="fft",
         unsupported=fft.unsupported,
-        forward=fft.fft_forward, count=fft.fft_counts, grad_input=fft.fft_grad_input, grad_weight=grad_weight,
+        forward=fft.fft_forward, count=fft.fft_counts, grad_input=fft.fft_grad_input, grad_weight=fft_grad_weight,
         description="FFT: tiled overlap-save, the DFTs and the per-frequency complex channel reduction as "
                     "tensor-core GEMMs (depthwise: DFT -> multiply -> inverse DFT in one kernel per tile); "
-                    "grad_weight on the implicit GEMM",
+                    "grad_input and grad_weight as correlations on the same kernels",
         error_ratio=fft.MEASURED_ERROR_RATIO.__getitem__,
     ),
 ]

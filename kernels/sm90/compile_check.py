@@ -118,10 +118,11 @@ CALLS: List[Call] = [
          ("fp16", "bf16", "fp32"), ("fwd",)),
     Call(Layer("convnext_tiny.features.1.0.block.0", 96, 56, 96, 7, padding=3, groups=96, bias=True), "auto",
          ("fp16", "bf16", "fp32"), ("fwd",)),
-    # FFT: a dense 7x7 (tiled path: spectra, per-frequency GEMM, inverse; grad_input on the same kernels)
-    # and RepLKNet's 31x31 depthwise (the fused per-tile kernel, its kernel in 2 x 2 chunks of 32x32 tiles).
-    Call(Layer("large_kernel.dense7x7", 128, 56, 128, 7, padding=3), "fft", ("fp16",), FWD_DGRAD),
-    Call(Layer("replknet31b.stages.0.lk31x31", 128, 56, 128, 31, padding=15, groups=128), "fft", ("fp16",), ("fwd",)),
+    # FFT: a dense 7x7 (tiled path: spectra, per-frequency GEMM, inverse; grad_input and grad_weight on the
+    # same kernels) and RepLKNet's 31x31 depthwise (the fused per-tile kernel, its kernel in 2 x 2 chunks of
+    # 32x32 tiles; grad_weight's elementwise reduction over tiles).
+    Call(Layer("large_kernel.dense7x7", 128, 56, 128, 7, padding=3), "fft", ("fp16",)),
+    Call(Layer("replknet31b.stages.0.lk31x31", 128, 56, 128, 31, padding=15, groups=128), "fft", ("fp16",), ("fwd", "wgrad")),
     # 3-D (the DEPTH variants of the implicit-GEMM kernels): R3D-18's 3x3x3 block conv and 1x1x1 downsample.
     Call(Layer("r3d_18.layer2.1.conv1.0", 128, 28, 128, 3, padding=1, d=8, t=3), "auto", ("fp16",)),
     Call(Layer("r3d_18.layer2.0.downsample.0", 64, 56, 128, 1, stride=2, d=16), "auto", ("fp16",)),

@@ -8,4 +8,6 @@
     product.py    kernel: the channel reduction, one complex GEMM per frequency
     inverse.py    kernel: inverse DFT, crop, shared epilogue
     depthwise.py  kernel: depthwise DFT -> multiply -> inverse DFT in one kernel per tile
+    weight_grad.py    grad_weight: the launch sequence (spectra of input and grad_output, sum over tiles, inverse)
+    weight_product.py kernels: grad_weight's per-frequency sum over tiles (complex GEMM; depthwise elementwise)
 """

@@ -50,9 +50,9 @@ def _fft_depthwise_kernel(
         k = k.to(tl.int64)
     n, p0, q0, h0, w0 = tile_origin(t, TILES_H, TILES_W, MH, MW, pad_h, pad_w)
     if LONG:
-        d = load_sequences(x_ptr, n, w0, t_ok, k // MULTIPLIER, k_ok, W, sx_n, sx_c, sx_w, 1, TH, TW)
+        d = load_sequences(x_ptr, n, w0, t_ok, k // MULTIPLIER, k_ok, W, sx_n, sx_c, sx_w, 1, TH * TW, TH, TW)
     else:
-        d = load_patches(x_ptr, n, h0, w0, t_ok, k // MULTIPLIER, k_ok, H, W, sx_n, sx_c, sx_h, sx_w, 1, 1, TH, TW)
+        d = load_patches(x_ptr, n, h0, w0, t_ok, k // MULTIPLIER, k_ok, H, W, sx_n, sx_c, sx_h, sx_w, 1, 1, TH, TW, TH, TW)
     B: tl.constexpr = BLOCK_T * BLOCK_N
     x = tl.reshape(forward_dft(d, fr_ptr, fc_ptr, tc_ptr, ts_ptr, B, TH, TW, ACC_DTYPE, PRECISION, LONG),
                    (BLOCK_T, BLOCK_N, TW, 2, TH))

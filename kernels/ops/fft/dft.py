@@ -32,31 +32,35 @@ def tile_origin(tile, TILES_H, TILES_W, MH, MW, pad_h, pad_w):
 
 
 @triton.jit
-def load_patches(src_ptr, n, h0, w0, tile_ok, c, c_ok, H, W, s_n, s_c, s_h, s_w, dil_h, dil_w,
+def load_patches(src_ptr, n, h0, w0, tile_ok, c, c_ok, H, W, s_n, s_c, s_h, s_w, dil_h, dil_w, EXTENT_H, EXTENT_W,
                  TH: tl.constexpr, TW: tl.constexpr):
     """[BT, BC, TH, TW] patches: element (a, b) of tile t and channel c is
-    src[n_t, c, h0_t + a / dil_h, w0_t + b / dil_w] where a and b are multiples of the dilation and
-    the row and column inside the source, else 0 (zero padding; the dilated filter's holes)."""
+    src[n_t, c, h0_t + a / dil_h, w0_t + b / dil_w] where a and b are multiples of the dilation,
+    a < EXTENT_H and b < EXTENT_W (the patch's rows and columns taken: TH and TW, or an output tile's
+    MH x MW zero-padded to TH x TW) and the row and column inside the source, else 0 (zero padding;
+    the dilated filter's holes)."""
     a = tl.arange(0, TH)
     b = tl.arange(0, TW)
     hh = h0[:, None, None, None] + (a // dil_h)[None, None, :, None]
     ww = w0[:, None, None, None] + (b // dil_w)[None, None, None, :]
     ok = (tile_ok[:, None, None, None] & c_ok[None, :, None, None]
-          & ((a % dil_h) == 0)[None, None, :, None] & ((b % dil_w) == 0)[None, None, None, :]
+          & (((a % dil_h) == 0) & (a < EXTENT_H))[None, None, :, None]
+          & (((b % dil_w) == 0) & (b < EXTENT_W))[None, None, None, :]
           & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W))
     ptrs = (src_ptr + n[:, None, None, None] * s_n + c[None, :, None, None] * s_c + hh * s_h + ww * s_w)
     return tl.load(ptrs, mask=ok, other=0.0)
 
 
 @triton.jit
-def load_sequences(src_ptr, n, w0, tile_ok, c, c_ok, W, s_n, s_c, s_w, dil_w, TH: tl.constexpr, TW: tl.constexpr):
+def load_sequences(src_ptr, n, w0, tile_ok, c, c_ok, W, s_n, s_c, s_w, dil_w, EXTENT, TH: tl.constexpr,
+                   TW: tl.constexpr):
     """LONG: [BT, BC, TH, TW] sequences: element (a, b) of tile t and channel c is src[n_t, c, 0, w0_t + j /
-    dil_w] with j = b * TH + a (a multiple of dil_w, inside the source), else 0."""
+    dil_w] with j = b * TH + a (a multiple of dil_w, j < EXTENT, inside the source), else 0."""
     a = tl.arange(0, TH)
     b = tl.arange(0, TW)
     j = b[None, :] * TH + a[:, None]
     ww = w0[:, None, None, None] + (j // dil_w)[None, None, :, :]
-    ok = (tile_ok[:, None, None, None] & c_ok[None, :, None, None] & ((j % dil_w) == 0)[None, None, :, :]
+    ok = (tile_ok[:, None, None, None] & c_ok[None, :, None, None] & (((j % dil_w) == 0) & (j < EXTENT))[None, None, :, :]
           & (ww >= 0) & (ww < W))
     return tl.load(src_ptr + n[:, None, None, None] * s_n + c[None, :, None, None] * s_c + ww * s_w, mask=ok,
                    other=0.0)

@@ -15,7 +15,8 @@ caller's residual in the first pass, the BN scale in every pass, the activation 
 Precision: fp64 in fp64; fp32 in IEEE fp32 (TF32 when ``torch.backends.cudnn.allow_tf32``);
 fp16 / bf16 with fp32 spectra and every GEMM in TF32 (docs/fft.md's error study).
 grad_input is the stride-1 correlation of grad_output with the flipped, transposed weight and runs on
-these forward kernels; grad_weight runs on the implicit GEMM's wgrad.
+these forward kernels; grad_weight, the correlation of the input with grad_output, on the same
+transforms with a reduction over tiles (``weight_grad.py``).
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def precision(dtype: torch.dtype) -> str:
     return dot_precision(dtype)
 
 
-def _oriented(t: Optional[torch.Tensor], transposed: bool) -> Optional[torch.Tensor]:
+def oriented_view(t: Optional[torch.Tensor], transposed: bool) -> Optional[torch.Tensor]:
     return t.transpose(-1, -2) if t is not None and transposed else t
 
 
@@ -64,14 +65,14 @@ def fft_forward(x, w, bias, params: ConvParams, *, scale=None, shift=None, resid
     if out.numel() == 0:
         return out
     t = plan.transposed
-    xo, wo, outo, reso = (_oriented(v, t) for v in (x, w, out, residual))
+    xo, wo, outo, reso = (oriented_view(v, t) for v in (x, w, out, residual))
     g = plan.geometry
     chunks_r, chunks_s = plan.kernel_chunks
     passes = [(i * plan.chunk_r, j * plan.chunk_s) for i in range(chunks_r) for j in range(chunks_s)]
     partial = None
     if len(passes) > 1:
         partial = new_buffer(params.output_shape, plan.spectrum_dtype, x.device, params.channels_last)
-        partial = _oriented(partial, t)
+        partial = oriented_view(partial, t)
         if scale is not None:
             zero_shift = torch.zeros_like(shift)
     for index, (r0, s0) in enumerate(passes):

@@ -232,6 +232,26 @@ def make_plan(params: ConvParams) -> FFTPlan:
         f"({WORKSPACE_MULTIPLE} x input + weight + output bytes, at least {WORKSPACE_FLOOR})")
 
 
+def weight_grad_tile_batch(plan: FFTPlan, params: ConvParams) -> int:
+    """Tiles per launch batch of grad_weight (``weight_grad.py``): its input and grad_output spectra (V, G)
+    beside the filter gradient's spectrum DW within ``workspace_budget``; raises ``DoesNotFit`` (before
+    anything is allocated) when not even ``MIN_TILE_BATCH`` tiles fit. The depthwise forward keeps V in
+    registers; its grad_weight cannot (the sum over tiles crosses programs), so it batches too."""
+    element = _itemsize(plan.spectrum_dtype)
+    f = plan.frequencies
+    fixed = 2 * f * params.k * params.c_per_group * element
+    per_tile = 2 * f * (params.c + params.k) * element
+    tiles = max(1, params.n * plan.tiles_h * plan.tiles_w)
+    budget = workspace_budget(params)
+    batch = min(tiles, max(0, budget - fixed) // per_tile)
+    least = min(MIN_TILE_BATCH, tiles)
+    if batch < least:
+        raise DoesNotFit(
+            f"fft's grad_weight does not fit its workspace bound: {fixed + per_tile * least} bytes for the filter "
+            f"gradient's spectrum and {least} tiles' spectra, more than the {budget} allowed")
+    return int(batch)
+
+
 # Register-tile budgets (fp32 elements of the largest transform intermediate per program).
 _GPU_ELEMENTS = 16384
 _INTERPRETER_ELEMENTS = 1 << 16
