@@ -82,6 +82,8 @@ ENVIRONMENT = Stage("environment", 15, "GPU, driver, torch / triton / cuDNN vers
                     environment_stage, needs_gpu=False)
 RESNET = ("--suites", "resnet50", *FP16_CL)
 NETWORKS = ("resnet50", "vgg16", "mobilenet_v2")
+LARGE_KERNEL_SUITES = ("convnext_tiny", "replknet31b", "longconv")
+LOW_PRECISION = ("--dtypes", "float8_e4m3fn", "int8", "--layouts", "channels_last")
 LAYER_STAGES = (("vgg16-forward", ("vgg16",), 60), ("mobilenet_v2-forward", ("mobilenet_v2",), 70),
                 ("decoders-forward", ("dcgan", "unet", "mamba_conv1d"), 40),
                 ("efficientnet_b0-forward", ("efficientnet_b0",), 80), ("densenet121-forward", ("densenet121",), 110))
@@ -140,6 +142,26 @@ COMMANDS: Dict[str, List[Stage]] = {
               compile_ahead("--suites", *NETWORKS, "--dtypes", "bfloat16", "--layouts", "channels_last", "--no-models")),
     ] + _per_network("bf16", "bf16 channels_last: cuDNN, auto and every eligible algorithm", dict(resnet50=120, vgg16=80, mobilenet_v2=145), "--dtypes", "bfloat16",
                      "--layouts", "channels_last"),
+    "largek": [
+        ENVIRONMENT,
+        Stage("largek-compile", 90, "compiles the large-kernel suites' kernels in parallel processes (nothing timed)",
+              compile_ahead("--suites", *LARGE_KERNEL_SUITES, *FP16_CL, "--passes", "forward", "backward",
+                            "--no-models")),
+        Stage("largek-forward", 160, "ConvNeXt-T, RepLKNet-31B's 31x31 / 13x13 depthwise, long 1-D convs per layer, b32 "
+              "fp16: cuDNN, auto, every eligible algorithm (fft, depthwise), the torch.fft reference",
+              bench("--suites", *LARGE_KERNEL_SUITES, *FP16_CL, "--passes", "forward", "--no-models")),
+        Stage("largek-backward", 150, "the same layers backward (grad_input + grad_weight): cuDNN vs auto",
+              bench("--suites", *LARGE_KERNEL_SUITES, *FP16_CL, "--passes", "backward", "--no-models")),
+    ],
+    "lowp": [
+        ENVIRONMENT,
+        Stage("lowp-compile", 90, "compiles the fp8 / int8 kernels in parallel processes (nothing timed)",
+              compile_ahead("--suites", "resnet50", *LOW_PRECISION, "--no-models")),
+        Stage("lowp-layers", 200, "ResNet-50 per layer, b32 channels_last: conv2d_scaled fp8 / int8 against cuDNN fp16 "
+              "and our fp16", bench("--suites", "resnet50", *LOW_PRECISION, "--no-models")),
+        Stage("lowp-end-to-end", 120, "quantized ResNet-50 / MobileNetV2 end to end against fp16 cnn.fuse and eager",
+              bench("--suites", "resnet50", "mobilenet_v2", *LOW_PRECISION, "--no-layers", "--no-compile")),
+    ],
     "tests": [
         ENVIRONMENT,
         Stage("suite", 435, "the test suite on CUDA (interpreter off), files in parallel, kernels' files first",
@@ -155,6 +177,8 @@ COMMAND_HELP = {
     "backward": "ResNet-50, VGG-16, MobileNetV2 per layer backward",
     "nchw": "ResNet-50, VGG-16, MobileNetV2 per layer forward with NCHW inputs",
     "bf16": "ResNet-50, VGG-16, MobileNetV2 per layer forward in bf16",
+    "largek": "ConvNeXt-T, RepLKNet-31B's large depthwise layers and long 1-D convs per layer, forward and backward",
+    "lowp": "fp8 / int8 (conv2d_scaled, cnn.quantize): ResNet-50 per layer, ResNet-50 / MobileNetV2 end to end",
     "tests": "the whole test suite on CUDA",
 }
 

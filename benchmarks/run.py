@@ -230,7 +230,14 @@ class Results:
         self.save()
 
     def as_json(self) -> dict:
-        return dict(self.kept, **self.meta, peaks=self.peaks, layers=self.layers, cases=self.cases, models=self.models)
+        # Which data path (TMA or cp.async) the GPU timed fastest per (family, problem): this run's
+        # choices over an earlier run's (``kernels.core.launcher.run_fastest``).
+        from kernels.core import launcher
+
+        fastest = dict(self.kept.get("fastest_paths", {}))
+        fastest.update({f"{family} {key}": path for (family, key), path in launcher.FASTEST_PATHS.items()})
+        return dict(self.kept, **self.meta, peaks=self.peaks, layers=self.layers, cases=self.cases, models=self.models,
+                    fastest_paths=fastest)
 
     def save(self) -> Path:
         return jsonfile.write(self.out_dir / "results.json", self.as_json())

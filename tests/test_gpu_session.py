@@ -251,6 +251,17 @@ def test_benchmark_merges_into_the_session_file_and_stops_at_its_time_budget(tmp
     # End to end only (--no-layers) keeps every earlier layer row.
     assert bench_run.main(common + ["--no-layers", "--no-models"]) == 0
     assert json.loads((tmp_path / "results.json").read_text())["cases"] == [earlier_row]
+    # The data paths a GPU timed fastest (kernels.core.launcher.run_fastest) are written, an earlier
+    # run's kept beside this run's.
+    from kernels.core import launcher
+
+    monkeypatch.setitem(launcher.FASTEST_PATHS, ("pointwise", (1, 2)), "tma")
+    assert bench_run.main(common + ["--no-layers", "--no-models"]) == 0
+    monkeypatch.delitem(launcher.FASTEST_PATHS, ("pointwise", (1, 2)))
+    monkeypatch.setitem(launcher.FASTEST_PATHS, ("forward", (3,)), "cp.async")
+    assert bench_run.main(common + ["--no-layers", "--no-models"]) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["fastest_paths"] == {
+        "pointwise (1, 2)": "tma", "forward (3,)": "cp.async"}
 
 
 @cpu_only
