@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from ...core.launcher import TunedKernel, config
-from .dft import forward_dft, inverse_dft, load_patches, load_sequences, store_sequences, store_tiles, tile_origin
+from .dft import forward_dft, inverse_dft, load_patches, load_sequences, store_output, tile_origin
 
 
 @triton.jit
@@ -71,10 +71,7 @@ def _fft_depthwise_kernel(
     output = (out_ptr, so_n, so_k, so_p, so_q)
     epilogue = (bias_ptr, scale_ptr, shift_ptr, res_ptr, sr_n, sr_k, sr_p, sr_q, HAS_BIAS, HAS_SCALE, HAS_RESIDUAL,
                 ACTIVATION)
-    if LONG:
-        store_sequences(real, n, q0, t_ok, k, k_ok, Q, MW, output, epilogue, BLOCK_T, BLOCK_N, TH, TW)
-    else:
-        store_tiles(real, n, p0, q0, t_ok, k, k_ok, P, Q, MH, MW, output, epilogue, BLOCK_T, BLOCK_N, TH, TW)
+    store_output(real, n, p0, q0, t_ok, k, k_ok, P, Q, MH, MW, output, epilogue, BLOCK_T, BLOCK_N, TH, TW, LONG)
 
 
 # Static configs: the compile check's fallbacks; every launch runs the planner's blocks (``plan.transform_blocks``).

@@ -165,3 +165,13 @@ def store_sequences(v, n, q0, tile_ok, k, k_ok, Q, MW, output, epilogue,
     n3 = tl.reshape(tl.broadcast_to(n[:, None, None], shape), (rows,))
     q3 = tl.reshape(q, (rows,))
     store_conv_tile(acc, n3, n3 * 0, q3, k, tl.reshape(ok, (rows,)), k_ok, output, epilogue)
+
+
+@triton.jit
+def store_output(v, n, p0, q0, tile_ok, k, k_ok, P, Q, MH, MW, output, epilogue,
+                 BT: tl.constexpr, BN: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, LONG: tl.constexpr):
+    """``store_sequences`` (LONG) or ``store_tiles`` of the real patches v [BT, BN, TH, TW]."""
+    if LONG:
+        store_sequences(v, n, q0, tile_ok, k, k_ok, Q, MW, output, epilogue, BT, BN, TH, TW)
+    else:
+        store_tiles(v, n, p0, q0, tile_ok, k, k_ok, P, Q, MH, MW, output, epilogue, BT, BN, TH, TW)
